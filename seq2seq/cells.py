@@ -1,0 +1,130 @@
+"""The three recurrent cells, their equations, and how the encoder and decoder build them.
+
+A recurrent cell applies the *same* weights at every time step:
+
+    h_t = cell(x_t, h_{t-1}; W)          (one W for all t)
+
+- `rnn`  (vanilla tanh RNN):  h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+  Its gradient through time is a product of Jacobians that tends to vanish
+  (or explode) over long distances.
+- `gru`  (reset gate r, update gate z):
+      r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+      z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+      n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+      h' = (1 - z) * n + z * h
+  The update gate interpolates with the old state, an additive path that lets
+  gradients survive many steps.
+- `lstm` (input gate i, forget gate f, output gate o, cell state c):
+      i, f, o = sigmoid(...), g = tanh(...)
+      c' = f * c + i * g
+      h' = o * tanh(c')
+  The cell state is updated additively, gated by f: the "constant error carousel".
+
+The encoder runs a whole sequence at once with PyTorch's fused `nn.RNN`/`nn.GRU`/
+`nn.LSTM` (one kernel over all time steps); the decoder, which must interleave
+attention with recurrence, steps a stack of `nn.*Cell`s. `cell_equations` spells
+the formulas out with the same weights: the tests hold both fused kernels to it
+(and to a NumPy version), and it is what gate introspection reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+CELL_CLASSES = {"rnn": (nn.RNN, nn.RNNCell), "gru": (nn.GRU, nn.GRUCell), "lstm": (nn.LSTM, nn.LSTMCell)}
+
+
+def make_sequence_rnn(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool
+) -> nn.RNNBase:
+    """A fused multi-layer RNN over whole sequences (the encoder)."""
+    rnn_class, _ = CELL_CLASSES[cell]
+    kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+    return rnn_class(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        dropout=dropout if num_layers > 1 else 0.0,
+        bidirectional=bidirectional,
+        batch_first=True,
+        **kwargs,
+    )
+
+
+@dataclass
+class CellState:
+    """A stack's state: per layer h (batch, hidden), and per layer c for the LSTM."""
+
+    hidden: tuple[Tensor, ...]
+    cell: tuple[Tensor, ...] | None = None
+
+    def index_select(self, index: Tensor) -> CellState:
+        """Reorder / repeat batch rows (beam search)."""
+        pick = lambda ts: tuple(t.index_select(0, index) for t in ts)  # noqa: E731
+        return CellState(pick(self.hidden), None if self.cell is None else pick(self.cell))
+
+
+class StackedCell(nn.Module):
+    """`num_layers` cells of one kind, one time step at a time, with dropout between layers."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        _, cell_class = CELL_CLASSES[cell]
+        kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+        self.kind = cell
+        self.hidden_size = hidden_size
+        self.layers = nn.ModuleList(
+            cell_class(input_size if i == 0 else hidden_size, hidden_size, **kwargs) for i in range(num_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, state: CellState) -> tuple[Tensor, CellState]:
+        """x: (batch, input_size) -> output of the top layer (batch, hidden), new state."""
+        hidden, cells = [], []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            if self.kind == "lstm":
+                assert state.cell is not None
+                h, c = layer(x, (state.hidden[i], state.cell[i]))
+                cells.append(c)
+            else:
+                h = layer(x, state.hidden[i])
+            hidden.append(h)
+            x = h
+        return x, CellState(tuple(hidden), tuple(cells) if self.kind == "lstm" else None)
+
+
+def cell_equations(
+    cell: str, x: Tensor, h: Tensor, c: Tensor | None, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """One step written out gate by gate, with PyTorch's weight layout.
+
+    x: (batch, input), h and c: (batch, hidden); w_ih: (gates*hidden, input),
+    w_hh: (gates*hidden, hidden). Returns (h', c' or None, {gate name: activation}).
+    Gate order in the weights is PyTorch's: GRU (r, z, n), LSTM (i, f, g, o).
+    """
+    gi = x @ w_ih.T + b_ih  # the input's contribution, (batch, gates*hidden)
+    gh = h @ w_hh.T + b_hh  # the previous state's contribution
+    if cell == "rnn":
+        h_new = torch.tanh(gi + gh)
+        return h_new, None, {"hidden": h_new}
+    if cell == "gru":
+        i_r, i_z, i_n = gi.chunk(3, dim=1)
+        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        r = torch.sigmoid(i_r + h_r)  # reset gate: how much of the old state shapes the candidate
+        z = torch.sigmoid(i_z + h_z)  # update gate: keep the old state (z -> 1) or take the candidate
+        n = torch.tanh(i_n + r * h_n)  # candidate state
+        h_new = (1 - z) * n + z * h
+        return h_new, None, {"reset": r, "update": z}
+    if cell == "lstm":
+        assert c is not None, "the LSTM needs a cell state"
+        i, f, g, o = (gi + gh).chunk(4, dim=1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c_new = f * c + i * g  # forget some of the old memory, write some new
+        h_new = o * torch.tanh(c_new)  # expose part of it
+        return h_new, c_new, {"input": i, "forget": f, "output": o}
+    raise ValueError(f"unknown cell {cell!r}; choose one of {list(CELL_CLASSES)}")

@@ -1,0 +1,282 @@
+"""Typed configuration: one dataclass per concern, validated before any work starts.
+
+The library only ever sees these plain objects; Hydra lives in the entry points
+(`seq2seq/train.py` and `conf/`). `Config.from_dict` turns a nested dict (what
+`OmegaConf.to_object` gives) into dataclasses, so an unknown key is an error at
+start-up that names the key, and `Config.validate` checks every value's range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+CELLS = ("rnn", "lstm", "gru")
+ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general")
+SOURCES = ("auto", "local", "hub")
+FORMATS = ("text", "tsv", "jsonl")
+SPM_TYPES = ("unigram", "bpe")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULERS = ("none", "plateau", "warmup_decay")
+TF_SCHEDULES = ("constant", "linear", "inverse_sigmoid")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel corpus comes from and how it is cleaned."""
+
+    name: str = "synth_de_en"
+    source: str = "auto"  # auto (local when dir is set, else hub) | local | hub
+    format: str = "text"  # local files: text (PREFIX.LANG[.gz]) | tsv (src<TAB>tgt) | jsonl ({"translation": {...}})
+    dir: str | None = "data/synth_de_en"  # local folder; relative paths resolve against cwd, then the repo root
+    hub_name: str | None = None  # e.g. bentrevett/multi30k, wmt14
+    hub_config: str | None = None  # e.g. de-en for wmt14
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    train_prefix: str = "train"
+    valid_prefix: str = "val"
+    test_prefix: str = "test"
+    max_length: int = 100  # training pairs longer than this (subword tokens, either side) are dropped
+    max_length_ratio: float = 3.0  # ... and pairs whose token-length ratio exceeds this
+    max_train_pairs: int | None = None  # keep only the first N training pairs (quick experiments, tests)
+
+    @property
+    def resolved_source(self) -> str:
+        """`local` or `hub`: with source=auto, a set `dir` means local files."""
+        if self.source != "auto":
+            return self.source
+        return "local" if self.dir else "hub"
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece subword model(s), trained once on the training split and cached."""
+
+    type: str = "unigram"  # unigram | bpe
+    vocab_size: int = 1000
+    joint: bool = True  # one model for both languages, or one per side
+    character_coverage: float = 1.0
+    cache_dir: str = "~/.cache/seq2seq/spm"
+
+
+@dataclass
+class ModelConfig:
+    """The encoder-decoder; everything needed to rebuild it travels in the checkpoint."""
+
+    cell: str = "gru"  # rnn (tanh) | lstm | gru
+    attention: str = "bahdanau"  # none | bahdanau | luong_dot | luong_general
+    embedding_size: int = 96
+    hidden_size: int = 192
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.2  # between layers and on embeddings / readout
+    readout_size: int | None = None  # pre-output layer width; None -> embedding_size
+    input_feeding: bool = True  # feed the previous attentional vector to the decoder (attention only)
+    tie_embeddings: bool = False  # target embedding shares the output projection (needs readout_size == embedding_size)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int | None = None  # torch CPU threads; None -> torch's default
+    batch_tokens: int = 2000  # token budget per batch (max(src, tgt) length x sentences)
+    max_steps: int | None = None
+    max_epochs: int | None = 3
+    max_minutes: float | None = None  # wall-clock budget for the training loop
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 4e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    lr_scheduler: str = "plateau"  # none | plateau (on val BLEU) | warmup_decay
+    lr_decay_factor: float = 0.5  # plateau: multiply the lr by this
+    lr_patience: int = 2  # plateau: validations without improvement before decaying
+    lr_min: float = 1e-5
+    warmup_steps: int = 500  # warmup_decay: linear warm-up, then inverse square root decay
+    label_smoothing: float = 0.1
+    clip_grad_norm: float | None = 1.0  # clip the global gradient norm to this (None: off)
+    clip_grad_value: float | None = None  # clip every gradient element to [-v, v] (None: off)
+    teacher_forcing_ratio: float = 1.0  # fraction of decoder steps fed the gold previous token
+    teacher_forcing_schedule: str = "constant"  # constant | linear | inverse_sigmoid (scheduled sampling)
+    teacher_forcing_min: float = 0.0  # linear: the ratio reached at teacher_forcing_decay_steps
+    teacher_forcing_decay_steps: int = 10000  # linear: steps to go from the ratio to the min
+    teacher_forcing_k: float = 1000.0  # inverse_sigmoid: ratio_t = k / (k + exp(t / k))
+    validate_every: int = 200  # steps between validations (and one at the end of training)
+    early_stopping_patience: int | None = 5  # validations without a BLEU gain before stopping (None: off)
+    log_every: int = 50  # steps between train-loss log lines / scalars
+    num_samples: int = 3  # translations shown in the log and TensorBoard at each validation
+    max_valid_sentences: int | None = None  # validate on the first N val sentences only (None: all)
+    test_beam_size: int = 5  # beam size for the final test scoring
+
+
+@dataclass
+class DecodeConfig:
+    """Greedy / beam search settings used by validation, test scoring and translate."""
+
+    beam_size: int = 1  # 1 = greedy
+    alpha: float = 0.6  # length penalty ((5 + len) / 6) ** alpha; 0 = none
+    max_len_a: float = 1.5  # max output length = a * src_len + b
+    max_len_b: int = 10
+    nbest: int = 1
+    batch_size: int = 64  # sentences per decoding batch
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """Build from a nested dict; unknown sections or keys raise `ConfigError` naming them."""
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; allowed: {sorted(sections)}")
+        kwargs = {}
+        for name, value in raw.items():
+            kwargs[name] = _build_section(name, sections[name].default_factory, value or {})  # type: ignore[misc]
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first key whose value is out of range."""
+        d, tok, m, t, dec = self.data, self.tokenizer, self.model, self.train, self.decode
+        _choice("data.source", d.source, SOURCES)
+        _choice("data.format", d.format, FORMATS)
+        if d.source == "auto" and not d.dir and not d.hub_name:
+            raise ConfigError("data.dir (local files) or data.hub_name (a hub dataset) must be set")
+        if d.source == "local" and not d.dir:
+            raise ConfigError("data.dir must name a folder when data.source=local")
+        if d.source == "hub" and not d.hub_name:
+            raise ConfigError("data.hub_name must name a dataset when data.source=hub")
+        if d.src_lang == d.tgt_lang:
+            raise ConfigError(f"data.src_lang and data.tgt_lang must differ (both {d.src_lang!r})")
+        _positive("data.max_length", d.max_length)
+        _at_least("data.max_length_ratio", d.max_length_ratio, 1.0)
+        if d.max_train_pairs is not None:
+            _positive("data.max_train_pairs", d.max_train_pairs)
+
+        _choice("tokenizer.type", tok.type, SPM_TYPES)
+        _at_least("tokenizer.vocab_size", tok.vocab_size, 8)
+        _in_range("tokenizer.character_coverage", tok.character_coverage, 0.9, 1.0)
+
+        _choice("model.cell", m.cell, CELLS)
+        _choice("model.attention", m.attention, ATTENTIONS)
+        for key in ("embedding_size", "hidden_size", "encoder_layers", "decoder_layers"):
+            _positive(f"model.{key}", getattr(m, key))
+        _in_range("model.dropout", m.dropout, 0.0, 0.99)
+        if m.readout_size is not None:
+            _positive("model.readout_size", m.readout_size)
+        if m.attention == "luong_dot" and m.bidirectional:
+            raise ConfigError(
+                "model.attention=luong_dot scores q.k, so the encoder outputs must be as wide as the decoder state; "
+                "set model.bidirectional=false or use model.attention=luong_general"
+            )
+        if m.tie_embeddings and (m.readout_size or m.embedding_size) != m.embedding_size:
+            raise ConfigError(
+                "model.tie_embeddings needs model.readout_size == model.embedding_size "
+                f"(got {m.readout_size} and {m.embedding_size})"
+            )
+
+        _choice("train.device", t.device, DEVICES)
+        if t.threads is not None:
+            _positive("train.threads", t.threads)
+        _positive("train.batch_tokens", t.batch_tokens)
+        if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+            raise ConfigError("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
+        for key in ("max_steps", "max_epochs"):
+            if getattr(t, key) is not None:
+                _positive(f"train.{key}", getattr(t, key))
+        if t.max_minutes is not None and t.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
+        _choice("train.optimizer", t.optimizer, OPTIMIZERS)
+        if t.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+        _at_least("train.weight_decay", t.weight_decay, 0.0)
+        _in_range("train.momentum", t.momentum, 0.0, 1.0)
+        _choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULERS)
+        _in_range("train.lr_decay_factor", t.lr_decay_factor, 0.0, 1.0)
+        _at_least("train.lr_patience", t.lr_patience, 0)
+        _at_least("train.lr_min", t.lr_min, 0.0)
+        _at_least("train.warmup_steps", t.warmup_steps, 0)
+        _in_range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
+        for key in ("clip_grad_norm", "clip_grad_value"):
+            value = getattr(t, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"train.{key} must be > 0 or null (off), got {value}")
+        _in_range("train.teacher_forcing_ratio", t.teacher_forcing_ratio, 0.0, 1.0)
+        _choice("train.teacher_forcing_schedule", t.teacher_forcing_schedule, TF_SCHEDULES)
+        _in_range("train.teacher_forcing_min", t.teacher_forcing_min, 0.0, 1.0)
+        _positive("train.teacher_forcing_decay_steps", t.teacher_forcing_decay_steps)
+        if t.teacher_forcing_k < 1:
+            raise ConfigError(f"train.teacher_forcing_k must be >= 1, got {t.teacher_forcing_k}")
+        _positive("train.validate_every", t.validate_every)
+        if t.early_stopping_patience is not None:
+            _positive("train.early_stopping_patience", t.early_stopping_patience)
+        _positive("train.log_every", t.log_every)
+        _at_least("train.num_samples", t.num_samples, 0)
+        if t.max_valid_sentences is not None:
+            _positive("train.max_valid_sentences", t.max_valid_sentences)
+        _positive("train.test_beam_size", t.test_beam_size)
+
+        validate_decode(dec)
+
+
+def validate_decode(dec: DecodeConfig) -> None:
+    _positive("decode.beam_size", dec.beam_size)
+    _at_least("decode.alpha", dec.alpha, 0.0)
+    _at_least("decode.max_len_a", dec.max_len_a, 0.0)
+    _at_least("decode.max_len_b", dec.max_len_b, 0)
+    if dec.max_len_a == 0 and dec.max_len_b == 0:
+        raise ConfigError("decode.max_len_a and decode.max_len_b cannot both be 0")
+    _positive("decode.nbest", dec.nbest)
+    if dec.nbest > dec.beam_size:
+        raise ConfigError(f"decode.nbest ({dec.nbest}) cannot exceed decode.beam_size ({dec.beam_size})")
+    _positive("decode.batch_size", dec.batch_size)
+
+
+def _build_section(name: str, factory: Any, values: dict[str, Any]) -> Any:
+    cls = type(factory())
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        keys = ", ".join(f"{name}.{k}" for k in unknown)
+        raise ConfigError(f"unknown config key(s) {keys}; allowed in {name}: {sorted(allowed)}")
+    return cls(**values)
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _at_least(key: str, value: Any, low: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{key} must be a number >= {low}, got {value!r}")
+
+
+def _in_range(key: str, value: Any, low: float, high: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{key} must be in [{low}, {high}], got {value!r}")

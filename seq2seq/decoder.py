@@ -1,0 +1,157 @@
+"""The decoder: one step function, used alike by training, greedy search and beam search.
+
+Each step reads the previous target token and produces a distribution over the next:
+
+    e_t  = embed(y_{t-1})
+    s_t  = cell([e_t; extra_t], s_{t-1})          extra: input feeding or the fixed context
+    c_t  = attention(s_t, encoder outputs)        or, without attention, the fixed context c
+    r_t  = tanh(W_r [s_t; c_t; e_t])              the readout (pre-output) layer
+    p_t  = softmax(W_o r_t)
+
+Without attention (`attention=none`) the decoder sees the source only through c,
+the encoder's final state: it initialises s_0 (through the bridge) and is fed at
+every step (Cho et al., 2014). With attention, c_t is recomputed at every step
+from all encoder outputs, and with input feeding r_{t-1} joins the next input
+(Luong et al., 2015), so the decoder knows what it attended to before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.attention import Attention
+from seq2seq.cells import CellState, StackedCell
+
+
+@dataclass
+class Memory:
+    """What the decoder reads from the encoder, fixed for the whole output sentence."""
+
+    values: Tensor  # (batch, src_len, encoder_size) encoder outputs
+    keys: Tensor | None  # (batch, src_len, *) projected once per batch (attention only)
+    mask: Tensor  # (batch, src_len) True at real source tokens
+    context: Tensor  # (batch, encoder_size) the encoder's final state: the fixed context vector
+
+    def index_select(self, index: Tensor) -> Memory:
+        keys = None if self.keys is None else self.keys.index_select(0, index)
+        return Memory(
+            self.values.index_select(0, index),
+            keys,
+            self.mask.index_select(0, index),
+            self.context.index_select(0, index),
+        )
+
+
+@dataclass
+class DecoderState:
+    rnn: CellState
+    feed: Tensor | None  # (batch, readout) the previous attentional vector, with input feeding
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        return DecoderState(
+            self.rnn.index_select(index), None if self.feed is None else self.feed.index_select(0, index)
+        )
+
+
+class Decoder(nn.Module):
+    def __init__(
+        self,
+        cell: str,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        attention: Attention | None,
+        encoder_size: int,
+        readout_size: int,
+        input_feeding: bool,
+        tie_embeddings: bool,
+        pad_id: int,
+    ) -> None:
+        super().__init__()
+        self.cell_kind = cell
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.attention = attention
+        self.input_feeding = input_feeding and attention is not None
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        extra = encoder_size if attention is None else (readout_size if self.input_feeding else 0)
+        self.rnn = StackedCell(cell, embedding_size + extra, hidden_size, num_layers, dropout)
+        # bridge: the encoder's final state -> every layer's initial h (and c for the LSTM)
+        states_per_layer = 2 if cell == "lstm" else 1
+        self.bridge = nn.Linear(encoder_size, num_layers * states_per_layer * hidden_size)
+        self.readout = nn.Linear(hidden_size + encoder_size + embedding_size, readout_size)
+        self.output = nn.Linear(readout_size, vocab_size, bias=False)
+        if tie_embeddings:
+            if readout_size != embedding_size:
+                raise ValueError("tied embeddings need readout_size == embedding_size")
+            self.output.weight = self.embedding.weight
+
+    def init_state(self, memory: Memory) -> DecoderState:
+        """s_0 = tanh(W_b c): the bridge from the encoder's summary to the decoder's first state."""
+        batch = memory.context.size(0)
+        init = torch.tanh(self.bridge(memory.context))  # (batch, layers * states * hidden)
+        parts = init.view(batch, -1, self.hidden_size).unbind(1)  # layers * states tensors of (batch, hidden)
+        hidden = parts[: self.num_layers]
+        cells = parts[self.num_layers :] if self.cell_kind == "lstm" else None
+        feed = memory.context.new_zeros(batch, self.readout.out_features) if self.input_feeding else None
+        return DecoderState(CellState(tuple(hidden), None if cells is None else tuple(cells)), feed)
+
+    def step(self, prev: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """prev: (batch,) previous tokens -> readout (batch, readout_size), new state, attention (batch, src_len)."""
+        embedded = self.dropout(self.embedding(prev))  # (batch, embedding)
+        if self.attention is None:
+            rnn_input = torch.cat([embedded, memory.context], dim=1)
+        elif self.input_feeding:
+            rnn_input = torch.cat([embedded, state.feed], dim=1)
+        else:
+            rnn_input = embedded
+        output, rnn_state = self.rnn(rnn_input, state.rnn)  # (batch, hidden)
+        if self.attention is None:
+            context, weights = memory.context, None
+        else:
+            context, weights = self.attention(output, memory.keys, memory.values, memory.mask)
+        readout = torch.tanh(self.readout(torch.cat([output, context, embedded], dim=1)))  # (batch, readout)
+        return readout, DecoderState(rnn_state, readout if self.input_feeding else None), weights
+
+    def logits(self, readout: Tensor) -> Tensor:
+        """readout (..., readout_size) -> unnormalised scores over the target vocabulary (..., vocab)."""
+        return self.output(self.dropout(readout))
+
+    def forward(
+        self,
+        tgt_in: Tensor,
+        memory: Memory,
+        state: DecoderState,
+        teacher_forcing_ratio: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Run over a whole target sentence; returns logits (batch, tgt_len, vocab).
+
+        tgt_in: (batch, tgt_len), BOS y1 .. y_{n}. At each step after the first, the
+        decoder is fed the gold previous token with probability `teacher_forcing_ratio`
+        (one draw per step, for the whole batch); otherwise its own previous prediction,
+        as at inference. Ratio 1 is plain teacher forcing: fast, but the model never
+        learns to recover from its own mistakes (exposure bias).
+        """
+        steps = tgt_in.size(1)
+        if teacher_forcing_ratio >= 1.0:
+            readouts = []
+            for t in range(steps):
+                readout, state, _ = self.step(tgt_in[:, t], state, memory)
+                readouts.append(readout)
+            return self.logits(torch.stack(readouts, dim=1))  # one big projection for all steps
+        use_gold = torch.rand(steps, generator=generator) < teacher_forcing_ratio  # (tgt_len,) on the CPU
+        logits = []
+        prev = tgt_in[:, 0]
+        for t in range(steps):
+            if t > 0:
+                prev = tgt_in[:, t] if use_gold[t] else logits[-1].argmax(dim=1).detach()
+            readout, state, _ = self.step(prev, state, memory)
+            logits.append(self.logits(readout))
+        return torch.stack(logits, dim=1)

@@ -1,0 +1,85 @@
+"""The encoder-decoder, and `build_model`, the one place that reads `ModelConfig`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.attention import Attention
+from seq2seq.config import ModelConfig
+from seq2seq.decoder import Decoder, DecoderState, Memory
+from seq2seq.encoder import Encoder
+from seq2seq.tokenizer import BOS_ID, PAD_ID
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
+        """src: (batch, src_len) -> the decoder's memory and initial state."""
+        outputs, summary = self.encoder(src, src_lengths)  # (batch, src_len, enc), (batch, enc)
+        attention = self.decoder.attention
+        keys = None if attention is None else attention.project_keys(outputs)
+        memory = Memory(values=outputs, keys=keys, mask=src != PAD_ID, context=summary)
+        return memory, self.decoder.init_state(memory)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        teacher_forcing_ratio: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Training forward pass: logits (batch, tgt_len, tgt_vocab)."""
+        memory, state = self.encode(src, src_lengths)
+        return self.decoder(tgt_in, memory, state, teacher_forcing_ratio, generator)
+
+    def decode_step(
+        self, prev: Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One search step: prev (batch,) -> log-probabilities (batch, vocab), new state, attention weights."""
+        readout, state, weights = self.decoder.step(prev, state, memory)
+        log_probs = torch.log_softmax(self.decoder.logits(readout).float(), dim=-1)
+        log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")  # never generated
+        return log_probs, state, weights
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    encoder = Encoder(
+        cfg.cell,
+        src_vocab_size,
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.encoder_layers,
+        cfg.dropout,
+        cfg.bidirectional,
+        PAD_ID,
+    )
+    attention = (
+        None
+        if cfg.attention == "none"
+        else Attention(cfg.attention, query_size=cfg.hidden_size, key_size=encoder.output_size)
+    )
+    decoder = Decoder(
+        cfg.cell,
+        tgt_vocab_size,
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.decoder_layers,
+        cfg.dropout,
+        attention,
+        encoder_size=encoder.output_size,
+        readout_size=cfg.readout_size or cfg.embedding_size,
+        input_feeding=cfg.input_feeding,
+        tie_embeddings=cfg.tie_embeddings,
+        pad_id=PAD_ID,
+    )
+    return Seq2Seq(encoder, decoder)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

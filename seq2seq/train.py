@@ -1,0 +1,54 @@
+"""Entry point: `python -m seq2seq.train [+experiment=NAME] [key=value ...]`.
+
+Hydra composes `conf/`; everything after that is plain dataclasses and `seq2seq.trainer.train`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from seq2seq.config import Config, ConfigError
+from seq2seq.corpus import CorpusError
+from seq2seq.trainer import train
+
+log = logging.getLogger("seq2seq.train")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    try:
+        config = Config.from_dict(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        sys.exit(2)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    log.info("run directory: %s", run_dir)
+    try:
+        results = train(config, run_dir)
+    except CorpusError as exc:
+        log.error("data error: %s", exc)
+        sys.exit(1)
+    checkpoint = results["checkpoint"]
+    test = results["test"]
+    print(
+        f"test BLEU: greedy {test['greedy']['bleu']:.2f}, beam {test['beam']['bleu']:.2f} "
+        f"(chrF {test['beam']['chrf']:.2f}); results in {run_dir / 'results.json'}"
+    )
+    print("translate with:")
+    print(f"  python -m seq2seq.translate {shlex.quote(checkpoint)} < input.{config.data.src_lang}")
+    return float(results["valid"]["best_bleu"])
+
+
+def main() -> None:
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Translate standard input with a checkpoint: exactly one output line per input line, in order.
+
+    python -m seq2seq.translate CHECKPOINT [--beam-size N] [--nbest K] [--batch-size B] [--device D] < in > out
+
+Input is read and translated in chunks, so a large file streams. With --nbest K > 1,
+each input line gives one output line holding the K hypotheses separated by " ||| ".
+Logs go to standard error only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from itertools import islice
+from typing import TextIO
+
+from seq2seq.checkpoint import CheckpointError, model_from_checkpoint
+from seq2seq.config import ConfigError, validate_decode
+from seq2seq.inference import translate_sentences
+from seq2seq.trainer import resolve_device
+
+log = logging.getLogger("seq2seq.translate")
+
+NBEST_SEPARATOR = " ||| "
+
+
+def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    """Decoding options shared by translate and evaluate (defaults: the checkpoint's decode config)."""
+    parser.add_argument("checkpoint", help="a best.pt / last.pt file written by seq2seq.train")
+    parser.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
+    parser.add_argument("--alpha", type=float, help="length penalty exponent ((5+len)/6)^alpha")
+    parser.add_argument("--max-len-a", type=float, help="max output length = a * source length + b")
+    parser.add_argument("--max-len-b", type=int)
+    parser.add_argument("--batch-size", type=int, help="sentences per decoding batch")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+
+
+def load_for_decoding(args: argparse.Namespace, **extra: int | None):  # noqa: ANN201
+    """Model, tokenizer and the decode config (checkpoint's, overridden by the command line)."""
+    model, tokenizer, config, _ = model_from_checkpoint(args.checkpoint, resolve_device(args.device))
+    overrides = {
+        "beam_size": args.beam_size,
+        "alpha": args.alpha,
+        "max_len_a": args.max_len_a,
+        "max_len_b": args.max_len_b,
+        "batch_size": args.batch_size,
+        **extra,
+    }
+    decode = replace(config.decode, **{k: v for k, v in overrides.items() if v is not None})
+    if decode.nbest > decode.beam_size:
+        decode = replace(decode, beam_size=decode.nbest) if args.beam_size is None else decode
+    validate_decode(decode)
+    return model, tokenizer, config, decode
+
+
+def read_chunks(stream: TextIO, size: int) -> Iterator[list[str]]:
+    """Lines without their newline, `size` at a time."""
+    lines = (line.rstrip("\r\n") for line in stream)
+    while chunk := list(islice(lines, size)):
+        yield chunk
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seq2seq.translate", description=__doc__.split("\n\n")[0])
+    add_decode_arguments(parser)
+    parser.add_argument("--nbest", type=int, help="hypotheses per line, joined by ' ||| ' (needs beam size >= K)")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="lines read and translated at a time")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        model, tokenizer, _, decode = load_for_decoding(args, nbest=args.nbest)
+    except (CheckpointError, ConfigError, RuntimeError) as exc:
+        print(f"seq2seq.translate: {exc}", file=sys.stderr)
+        return 2
+    device = next(model.parameters()).device
+    log.info("translating with beam size %d on %s", decode.beam_size, device)
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
+    count = 0
+    for chunk in read_chunks(stdin, args.chunk_size):
+        hypotheses = translate_sentences(
+            model, tokenizer, chunk, decode, device, max_src_tokens=1000, progress=sys.stderr.isatty()
+        )
+        for hyps in hypotheses:
+            texts = tokenizer.decode_tgt([h.tokens for h in hyps])
+            sys.stdout.write(NBEST_SEPARATOR.join(texts) + "\n")
+        sys.stdout.flush()
+        count += len(chunk)
+    log.info("translated %d lines", count)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

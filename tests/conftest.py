@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny settings that make any experiment train in seconds on the embedded corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[str]:
+    """Hydra overrides for a seconds-long run."""
+    return [
+        f"tokenizer.cache_dir={cache_dir}",
+        "tokenizer.vocab_size=200",
+        f"data.max_train_pairs={pairs}",
+        "model.embedding_size=16",
+        "model.hidden_size=16",
+        f"train.max_steps={steps}",
+        "train.batch_tokens=400",
+        "train.validate_every=2",
+        "train.log_every=1",
+        "train.max_valid_sentences=8",
+        "train.test_beam_size=2",
+        "train.device=cpu",
+    ]
+
+
+@pytest.fixture(scope="session")
+def spm_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("spm")
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["HF_HUB_OFFLINE"] = "1"
+    return env

@@ -1,0 +1,92 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from seq2seq.config import Config
+from seq2seq.model import build_model
+from seq2seq.tokenizer import Tokenizer, train_sentencepiece
+
+SENTENCES = [
+    "der Hund sieht die Katze .",
+    "the dog sees the cat .",
+    "ein Mann läuft schnell .",
+    "a man runs fast .",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    config = Config()
+    config.tokenizer.vocab_size = 40
+    return Tokenizer(train_sentencepiece(SENTENCES, config.tokenizer))
+
+
+def payload_for(tokenizer):
+    config = Config.from_dict({"model": {"embedding_size": 8, "hidden_size": 8}})
+    model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    return model, {"model": model.state_dict(), "config": config.to_dict(), "tokenizer": tokenizer.to_dict(), "step": 7}
+
+
+def test_checkpoint_is_self_contained_and_loads_weights_only(tmp_path, tokenizer):
+    model, payload = payload_for(tokenizer)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, payload)
+    raw = torch.load(path, weights_only=True)  # plain tensors and Python values only
+    assert raw["step"] == 7 and isinstance(raw["tokenizer"]["src"], bytes)
+    loaded, tok, config, _ = model_from_checkpoint(path)
+    assert config.model.hidden_size == 8
+    assert tok.encode_src(["der Hund"]) == tokenizer.encode_src(["der Hund"])
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name])
+    assert not loaded.training
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_MARKER",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Exploit(), "config": {}}, f)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(path)
+    torch.save({"model": Exploit(), "config": {}}, tmp_path / "evil2.pt")
+    with pytest.raises(CheckpointError, match="evil2.pt"):
+        load_checkpoint(tmp_path / "evil2.pt")
+    assert not (tmp_path / "PWNED_MARKER").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am not a checkpoint", None])
+def test_truncated_empty_or_foreign_files_give_one_clear_line(tmp_path, tokenizer, content):
+    path = tmp_path / "broken.pt"
+    if content is None:  # a real checkpoint cut in half
+        save_checkpoint(path, payload_for(tokenizer)[1])
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, payload_for(tokenizer)[1])
+    good = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {**payload_for(tokenizer)[1], "step": 8})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind

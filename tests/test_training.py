@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+
+from seq2seq.config import TrainConfig
+from seq2seq.trainer import clip_gradients, sequence_loss, teacher_forcing_ratio
+
+
+def make_grads(scale):
+    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    torch.manual_seed(0)
+    for p in params:
+        p.grad = torch.randn_like(p) * scale
+    return params
+
+
+def global_norm(params):
+    return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params))
+
+
+def test_clip_grad_norm_bounds_the_norm_and_reports_the_norm_before_clipping():
+    params = make_grads(100.0)
+    before = global_norm(params)
+    reported = clip_gradients(params, TrainConfig(clip_grad_norm=1.0))
+    assert reported == pytest.approx(before, rel=1e-5)
+    assert global_norm(params) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_small_gradients_are_left_alone():
+    params = make_grads(1e-3)
+    before = [p.grad.clone() for p in params]
+    clip_gradients(params, TrainConfig(clip_grad_norm=1.0))
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, params))
+
+
+def test_clip_grad_value_bounds_every_element():
+    params = make_grads(10.0)
+    norm = clip_gradients(params, TrainConfig(clip_grad_norm=None, clip_grad_value=0.5))
+    assert norm > 0.5
+    assert all(float(p.grad.abs().max()) <= 0.5 for p in params)
+
+
+def test_teacher_forcing_schedules():
+    constant = TrainConfig(teacher_forcing_ratio=0.7)
+    assert teacher_forcing_ratio(constant, 0) == teacher_forcing_ratio(constant, 10**6) == 0.7
+    linear = TrainConfig(
+        teacher_forcing_ratio=1.0,
+        teacher_forcing_schedule="linear",
+        teacher_forcing_min=0.2,
+        teacher_forcing_decay_steps=100,
+    )
+    assert teacher_forcing_ratio(linear, 0) == 1.0
+    assert teacher_forcing_ratio(linear, 50) == pytest.approx(0.6)
+    assert teacher_forcing_ratio(linear, 1000) == pytest.approx(0.2)
+    inv = TrainConfig(teacher_forcing_schedule="inverse_sigmoid", teacher_forcing_k=10.0)
+    values = [teacher_forcing_ratio(inv, s) for s in (0, 20, 50, 100, 10**6)]
+    assert values[0] > 0.9 and all(a > b for a, b in zip(values, values[1:-1])) and values[-1] < 1e-6
+
+
+def test_sequence_loss_ignores_padding():
+    logits = torch.randn(2, 3, 7)
+    target = torch.tensor([[4, 5, 0], [4, 0, 0]])
+    full = sequence_loss(logits, target)
+    manual = sum(
+        torch.nn.functional.cross_entropy(logits[b, t : t + 1], target[b, t : t + 1], reduction="sum")
+        for b, t in [(0, 0), (0, 1), (1, 0)]
+    )
+    torch.testing.assert_close(full, manual)
