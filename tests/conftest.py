@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,9 +37,15 @@ def spm_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("spm")
 
 
-@pytest.fixture
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["HF_HUB_OFFLINE"] = "1"
-    return env
+def cli(module: str, *args: object, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m seq2seq.MODULE ARGS...` from the repo root, offline, and capture its output."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", f"seq2seq.{module}", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )

@@ -1,14 +1,12 @@
 """The whole pipeline through its command lines: train -> checkpoint -> translate / evaluate -> TensorBoard.
 
-One short training run (module-scoped) on a slice of the embedded corpus feeds every test here.
+One short training run (module-scoped: the quick-start settings, stopped at 200 steps) feeds every test here.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -19,7 +17,7 @@ from seq2seq.inference import best_strings, translate_sentences
 from seq2seq.metrics import score
 from seq2seq.model import build_model
 
-from .conftest import REPO
+from .conftest import REPO, cli
 
 CORPUS = REPO / "data" / "synth_de_en"
 TRAIN_OVERRIDES = [  # the quick-start model and settings, stopped early (about 1.5 minutes on 2 cores)
@@ -38,24 +36,9 @@ LEARNED_BLEU = 20.0  # an untrained model scores ~0 (checked below)
 def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     cache = tmp_path_factory.mktemp("spm_e2e")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.train",
-            *TRAIN_OVERRIDES,
-            f"hydra.run.dir={run_dir}",
-            f"tokenizer.cache_dir={cache}",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = cli("train", *TRAIN_OVERRIDES, f"hydra.run.dir={run_dir}", f"tokenizer.cache_dir={cache}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"dir": run_dir, "stdout": proc.stdout, "env": env}
+    return {"dir": run_dir, "stdout": proc.stdout, "best": run_dir / "checkpoints" / "best.pt"}
 
 
 def test_run_directory_layout(run):
@@ -93,24 +76,7 @@ def test_translate_keeps_one_output_line_per_input_line(run):
     test_src = (CORPUS / "test.de").read_text().splitlines()[:6]
     lines = [test_src[0], "", test_src[1], "   ", *test_src[2:], "Hund"]
     stdin = "\n".join(lines)  # the last line has no newline
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.translate",
-            str(run["dir"] / "checkpoints" / "best.pt"),
-            "--beam-size",
-            "2",
-            "--batch-size",
-            "3",
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=run["env"],
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = cli("translate", run["best"], "--beam-size", 2, "--batch-size", 3, stdin=stdin)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.split("\n")
     assert out[-1] == "" and len(out) - 1 == len(lines)  # every line newline-terminated
@@ -121,48 +87,14 @@ def test_translate_keeps_one_output_line_per_input_line(run):
 
 
 def test_translate_nbest(run):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.translate",
-            str(run["dir"] / "checkpoints" / "best.pt"),
-            "--nbest",
-            "3",
-            "--beam-size",
-            "4",
-        ],
-        input="Der Hund schläft.\n",
-        capture_output=True,
-        text=True,
-        env=run["env"],
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = cli("translate", run["best"], "--nbest", 3, "--beam-size", 4, stdin="Der Hund schläft.\n")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 1 and proc.stdout.count(" ||| ") == 2
 
 
 def test_evaluate_matches_the_run_greedy_score(run):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.evaluate",
-            str(run["dir"] / "checkpoints" / "best.pt"),
-            "--src",
-            str(CORPUS / "test.de"),
-            "--ref",
-            str(CORPUS / "test.en"),
-            "--beam-size",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=run["env"],
-        cwd=REPO,
-        timeout=300,
+    proc = cli(
+        "evaluate", run["best"], "--src", CORPUS / "test.de", "--ref", CORPUS / "test.en", "--beam-size", 1, "--json"
     )
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(proc.stdout)
@@ -171,18 +103,10 @@ def test_evaluate_matches_the_run_greedy_score(run):
     assert scores["chrf"] == pytest.approx(results["test"]["greedy"]["chrf"], abs=0.01)
 
 
-def test_translate_refuses_a_broken_checkpoint_with_one_line(tmp_path, subprocess_env):
+def test_translate_refuses_a_broken_checkpoint_with_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = subprocess.run(
-        [sys.executable, "-m", "seq2seq.translate", str(bad)],
-        input="Hallo\n",
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = cli("translate", bad, stdin="Hallo\n")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "bad.pt" in proc.stderr
 
@@ -211,39 +135,16 @@ def test_tensorboard_event_files_hold_the_named_scalars(run):
     assert any(tag.startswith("valid/samples") for tag in events.Tags()["tensors"])
 
 
-def test_config_errors_stop_the_run_before_loading_data(tmp_path, subprocess_env):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.train",
-            "train.teacher_forcing_ratio=1.5",
-            "data.dir=/nonexistent",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        cwd=REPO,
-        timeout=120,
-    )
+def test_config_errors_stop_the_run_before_loading_data(tmp_path):
+    proc = cli("train", "train.teacher_forcing_ratio=1.5", "data.dir=/nonexistent", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     assert "train.teacher_forcing_ratio" in proc.stderr + proc.stdout
     assert "nonexistent" not in proc.stderr + proc.stdout  # never got as far as the data
 
 
-def test_hub_dataset_without_network_fails_fast_with_a_hint(tmp_path, subprocess_env):
-    import time
-
+def test_hub_dataset_without_network_fails_fast_with_a_hint(tmp_path):
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", "data=multi30k", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        env=subprocess_env,
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = cli("train", "data=multi30k", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert time.monotonic() - start < 30
     assert "data.dir" in proc.stderr + proc.stdout
