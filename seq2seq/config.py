@@ -116,6 +116,8 @@ class TrainConfig:
     num_samples: int = 3  # translations shown in the log and TensorBoard at each validation
     max_valid_sentences: int | None = None  # validate on the first N val sentences only (None: all)
     test_beam_size: int = 5  # beam size for the final test scoring
+    max_bad_steps: int = 10  # stop when more steps than this in a row have a non-finite loss or gradient
+    resume: str | None = None  # continue a run: a checkpoint path, or auto (run_dir/checkpoints/last.pt)
 
 
 @dataclass
@@ -235,6 +237,9 @@ class Config:
         if t.max_valid_sentences is not None:
             _positive("train.max_valid_sentences", t.max_valid_sentences)
         _positive("train.test_beam_size", t.test_beam_size)
+        _at_least("train.max_bad_steps", t.max_bad_steps, 0)
+        if t.resume is not None and not str(t.resume).strip():
+            raise ConfigError("train.resume must be a checkpoint path, auto, or null")
 
         validate_decode(dec)
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.config import Config, ConfigError
 from seq2seq.corpus import CorpusError
-from seq2seq.trainer import train
+from seq2seq.trainer import TrainingDiverged, TrainingInterrupted, train
 
 log = logging.getLogger("seq2seq.train")
 
@@ -32,8 +32,17 @@ def hydra_main(cfg: DictConfig) -> float:
     log.info("run directory: %s", run_dir)
     try:
         results = train(config, run_dir)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        sys.exit(2)
     except CorpusError as exc:
         log.error("data error: %s", exc)
+        sys.exit(1)
+    except TrainingInterrupted as exc:
+        log.error("%s", exc)
+        sys.exit(128 + exc.signum)
+    except TrainingDiverged as exc:
+        log.error("training diverged: %s", exc)
         sys.exit(1)
     checkpoint = results["checkpoint"]
     test = results["test"]

@@ -11,9 +11,13 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from seq2seq.checkpoint import model_from_checkpoint, save_checkpoint
-from seq2seq.config import Config, TrainConfig
+from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from seq2seq.config import Config, ConfigError, TrainConfig
 from seq2seq.corpus import ParallelCorpus, length_filter, load_corpus
 from seq2seq.data import make_batch, token_batches
 from seq2seq.inference import best_strings, translate_sentences
@@ -114,11 +118,12 @@ class PreparedData:
     test: ParallelCorpus
 
 
-def prepare_data(config: Config) -> PreparedData:
-    """Load and clean the corpus, train/reuse SentencePiece, encode and length-filter the training pairs."""
+def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> PreparedData:
+    """Load and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter."""
     splits = load_corpus(config.data)
     train = splits["train"]
-    tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer)
     src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
     kept, dropped = length_filter(
         [len(s) for s in src_ids], [len(t) for t in tgt_ids], config.data.max_length, config.data.max_length_ratio
@@ -142,12 +147,29 @@ def prepare_data(config: Config) -> PreparedData:
 
 @dataclass
 class TrainingState:
+    """Counters that, with the weights, optimizer and RNG states, let a run resume exactly where it stopped."""
+
     step: int = 0
-    epoch: int = 0
+    epoch: int = 0  # the current epoch (1-based once training has started)
+    epoch_step: int = 0  # batches of the current epoch already trained on (0: the epoch is done or not begun)
     best_bleu: float = -1.0
     best_step: int = 0
     bad_validations: int = 0  # validations since the last BLEU improvement (early stopping)
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient, in all
+    bad_steps_in_a_row: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one row per validation
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped training at a step boundary; `last.pt` holds the state to resume from."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; `last.pt` holds the last good weights."""
 
 
 class Trainer:
@@ -173,30 +195,60 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def fit(self) -> TrainingState:
+        """Train until a limit, early stopping, or a signal (SIGINT/SIGTERM: `last.pt`, then `TrainingInterrupted`)."""
+        with _stop_on_signals() as stop:
+            return self._fit(stop)
+
+    def _fit(self, stop: dict[str, int]) -> TrainingState:
         cfg, state = self.cfg, self.state
         lengths_src = [len(s) for s in self.data.train_src]
         lengths_tgt = [len(t) for t in self.data.train_tgt]
         start = time.monotonic()
-        stop_reason = None
+        stop_reason = self.limit_reached(start, epoch_done=state.epoch_step == 0 and state.epoch > 0)
         window_tokens, window_start, window_loss = 0, time.monotonic(), 0.0
-        bar = tqdm(total=cfg.max_steps, desc="training", unit="step", disable=not self.progress)
+        bar = tqdm(total=cfg.max_steps, initial=state.step, desc="training", unit="step", disable=not self.progress)
         while stop_reason is None:
-            state.epoch += 1
+            if state.epoch_step == 0:
+                state.epoch += 1
+            # The epoch's batch order depends only on the seed and the epoch number, so a resumed run
+            # rebuilds it and skips the batches it has already trained on.
             rng = random.Random(cfg.seed * 1_000_003 + state.epoch)
-            for indices in token_batches(lengths_src, lengths_tgt, cfg.batch_tokens, rng):
+            batches = token_batches(lengths_src, lengths_tgt, cfg.batch_tokens, rng)
+            for indices in batches[state.epoch_step :]:
                 batch = make_batch([self.data.train_src[i] for i in indices], [self.data.train_tgt[i] for i in indices])
                 loss, ntokens, grad_norm, ratio = self.train_step(batch.to(self.device))
                 state.step += 1
-                window_tokens += ntokens
-                window_loss += loss
+                state.epoch_step += 1
+                if state.epoch_step == len(batches):
+                    state.epoch_step = 0  # epoch complete
+                if math.isfinite(loss):
+                    window_tokens += ntokens
+                    window_loss += loss
                 bar.update(1)
-                if state.step % cfg.log_every == 0:
+                if state.step % cfg.log_every == 0 and window_tokens:
                     elapsed = time.monotonic() - window_start
                     self.log_train(window_loss / window_tokens, grad_norm, ratio, window_tokens / max(elapsed, 1e-9))
                     bar.set_postfix(loss=f"{window_loss / window_tokens:.3f}")
                     window_tokens, window_start, window_loss = 0, time.monotonic(), 0.0
+                if state.bad_steps_in_a_row > cfg.max_bad_steps:
+                    self.save_last()
+                    raise TrainingDiverged(
+                        f"{state.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient "
+                        f"(train.max_bad_steps={cfg.max_bad_steps}); the last good weights are in "
+                        f"{self.ckpt_dir / 'last.pt'}. Try a lower train.lr or train.clip_grad_norm."
+                    )
                 if state.step % cfg.validate_every == 0 and self.validate_and_checkpoint(start):
                     stop_reason = f"early stopping: no BLEU gain in {cfg.early_stopping_patience} validations"
+                if stop:  # after any due validation, so a resumed run replays exactly
+                    self.save_last()
+                    bar.close()
+                    name = signal.Signals(stop["signum"]).name
+                    raise TrainingInterrupted(
+                        stop["signum"],
+                        f"{name}: stopped at step {state.step} (epoch {state.epoch}, batch {state.epoch_step}); "
+                        f"state saved to {self.ckpt_dir / 'last.pt'}; continue with train.resume=auto "
+                        f"hydra.run.dir={self.run_dir}",
+                    )
                 if stop_reason is None:
                     stop_reason = self.limit_reached(start, epoch_done=False)
                 if stop_reason:
@@ -236,13 +288,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         (loss_sum / ntokens).backward()
         grad_norm = clip_gradients(self.params, self.cfg)
-        if math.isfinite(grad_norm):
+        loss = float(loss_sum.detach())
+        if math.isfinite(grad_norm) and math.isfinite(loss):
             self.optimizer.step()
-        else:
-            log.warning("step %d: non-finite gradient norm, update skipped", self.state.step + 1)
+            self.state.bad_steps_in_a_row = 0
+        else:  # skip the update: the weights stay the last good ones
+            self.state.skipped_steps += 1
+            self.state.bad_steps_in_a_row += 1
+            log.warning(
+                "step %d: non-finite %s, update skipped (%d in a row)",
+                self.state.step + 1,
+                "loss" if not math.isfinite(loss) else "gradient norm",
+                self.state.bad_steps_in_a_row,
+            )
+            self.writer.add_scalar("train/skipped_steps", self.state.skipped_steps, self.state.step + 1)
         if self.cfg.lr_scheduler == "warmup_decay":
             self.scheduler.step()
-        return float(loss_sum.detach()), ntokens, grad_norm, ratio
+        return loss, ntokens, grad_norm, ratio
 
     def log_train(self, loss: float, grad_norm: float, ratio: float, tokens_per_sec: float) -> None:
         step, lr = self.state.step, self.optimizer.param_groups[0]["lr"]
@@ -342,7 +404,15 @@ class Trainer:
         return "\n".join(rows)
 
     def checkpoint_payload(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as tensors and plain values (loads with weights_only=True)."""
         state = self.state
+        rng = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "teacher_forcing": self.generator.get_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "model": self.model.state_dict(),
             "config": self.config.to_dict(),
@@ -350,11 +420,35 @@ class Trainer:
             "step": state.step,
             "epoch": state.epoch,
             "best_bleu": state.best_bleu,
-            "best_step": state.best_step,
+            "train_state": asdict(state),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "history": state.history,
+            "rng": rng,
         }
+
+    def save_last(self) -> None:
+        save_checkpoint(self.ckpt_dir / "last.pt", self.checkpoint_payload())
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by `checkpoint_payload`: weights, optimizer, scheduler, counters, RNGs."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload.get("scheduler") is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        self.state = TrainingState(**payload["train_state"])
+        rng = payload["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(_as_tuples(rng["python"]))
+        self.generator.set_state(rng["teacher_forcing"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        log.info(
+            "resumed at step %d (epoch %d, batch %d of it); best val BLEU so far %.2f",
+            self.state.step,
+            self.state.epoch,
+            self.state.epoch_step,
+            self.state.best_bleu,
+        )
 
     # --------------------------------------------------------------------- test
     def test(self) -> dict[str, Any]:
@@ -392,8 +486,14 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     begin = time.monotonic()
-    data = prepare_data(config)
+    resume = find_resume_checkpoint(config, run_dir)
+    payload = load_checkpoint(resume) if resume is not None else None
+    if payload is not None:
+        check_resume_config(payload["config"], config, resume)
+    data = prepare_data(config, Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None)
     trainer = Trainer(config, run_dir, data)
+    if payload is not None:
+        trainer.restore(payload)
     fit_start = time.monotonic()
     state = trainer.fit()
     train_minutes = (time.monotonic() - fit_start) / 60
@@ -416,3 +516,81 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("results written to %s", run_dir / "results.json")
     return results
+
+
+# ---------------------------------------------------------------------- resume
+RESUME_MUST_MATCH = ("model.", "tokenizer.")  # what a resumed run may not change
+RESUME_MAY_DIFFER = ("tokenizer.cache_dir", "train.resume")
+
+
+def find_resume_checkpoint(config: Config, run_dir: Path) -> Path | None:
+    """`train.resume`: a checkpoint path, `auto` (`run_dir/checkpoints/last.pt` if it exists), or null."""
+    resume = config.train.resume
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        log.info("train.resume=auto: no %s yet, starting a new run", last)
+        return None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"train.resume={resume!r}: no such checkpoint file")
+    return path
+
+
+def check_resume_config(saved: dict[str, Any], config: Config, path: Path) -> None:
+    """Refuse to resume when the model or tokenizer settings differ; log the training-time keys that do."""
+    before, after = _flatten(saved), _flatten(config.to_dict())
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed = [k for k in changed if k not in RESUME_MAY_DIFFER]
+    refused = [k for k in changed if k.startswith(RESUME_MUST_MATCH)]
+    if refused:
+        details = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in refused)
+        raise ConfigError(f"cannot resume from {path}: the model or tokenizer would change ({details})")
+    if changed:
+        log.info(
+            "resuming from %s with changed settings: %s",
+            path,
+            ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed),
+        )
+    else:
+        log.info("resuming from %s", path)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _as_tuples(value: Any) -> Any:
+    """`random.setstate` wants tuples; a checkpoint round trip may hand back lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[dict[str, int]]:
+    """While training, SIGINT/SIGTERM only set a flag; the loop stops at the next step boundary."""
+    stop: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop:  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop["signum"] = signum
+        log.warning("%s received: stopping after the current step", signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,90 @@
+"""Interruption and resume: a real SIGTERM, then train.resume=auto, gives bitwise the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import torch
+
+from .conftest import REPO, cli, tiny_overrides
+
+STEPS = 12
+
+
+def overrides(run_dir, cache):
+    return [
+        *tiny_overrides(cache, pairs=600, steps=STEPS),
+        "train.validate_every=4",  # validations in both halves: the plateau scheduler's state matters
+        "train.lr_patience=0",
+        "train.teacher_forcing_ratio=0.5",  # the teacher-forcing generator's state matters
+        "model.dropout=0.3",  # the global RNG's state matters
+        "train.threads=1",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_cache):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    done = cli("train", *overrides(straight, spm_cache))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seq2seq.train", *overrides(interrupted, spm_cache)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if f"step {STEPS // 2}  epoch" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    output.extend(proc.stdout)
+    assert proc.wait(timeout=300) == 128 + signal.SIGTERM, "".join(output)[-2000:]
+    log = "".join(output)
+    assert "SIGTERM: stopped at step" in log and "train.resume=auto" in log
+    stopped = weights(interrupted)
+    assert STEPS // 2 <= stopped["step"] < STEPS
+
+    resumed = cli("train", *overrides(interrupted, spm_cache), "train.resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at step" in resumed.stdout + resumed.stderr
+
+    a, b = weights(straight), weights(interrupted)
+    assert a["step"] == b["step"] == STEPS
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for name, tensor in a["optimizer"]["state"].items():  # Adam's moments too
+        assert all(torch.equal(v, b["optimizer"]["state"][name][k]) for k, v in tensor.items())
+    without_time = lambda rows: [{k: v for k, v in r.items() if k != "minutes"} for r in rows]  # noqa: E731
+    assert without_time(a["train_state"]["history"]) == without_time(b["train_state"]["history"])
+
+
+def test_resume_refuses_a_changed_model_and_allows_training_keys(tmp_path, spm_cache):
+    run_dir = tmp_path / "run"
+    first = cli("train", *overrides(run_dir, spm_cache))
+    assert first.returncode == 0, first.stderr[-2000:]
+    refused = cli("train", *overrides(run_dir, spm_cache), "train.resume=auto", "model.hidden_size=24")
+    assert refused.returncode == 2
+    assert "model.hidden_size: 16 -> 24" in refused.stdout + refused.stderr
+    more = cli("train", *overrides(run_dir, spm_cache), "train.resume=auto", f"train.max_steps={STEPS + 2}")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert f"train.max_steps: {STEPS} -> {STEPS + 2}" in more.stdout + more.stderr
+    assert weights(run_dir)["step"] == STEPS + 2
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path, spm_cache):
+    proc = cli("train", *overrides(tmp_path / "new", spm_cache), "train.resume=auto", "train.max_steps=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "starting a new run" in proc.stdout + proc.stderr
