@@ -150,7 +150,12 @@ def _load_split(cfg: DataConfig, split: str, hub: Any | None) -> ParallelCorpus:
         src, tgt, origin = _read_local(cfg, prefix)
     else:
         raise CorpusError(f"data.source={cfg.source!r} is not supported; use auto, local or hub")
-    src, tgt, _ = clean_pairs(src, tgt, where=f"{split} ({origin})")
+    src, tgt, counts = clean_pairs(src, tgt, where=f"{split} ({origin})")
+    if not src:
+        raise CorpusError(
+            f"{split} ({origin}): no sentence pairs left after cleaning ({counts['total']} lines, "
+            f"{counts['empty']} with an empty side)"
+        )
     if split == "train" and cfg.max_train_pairs is not None and len(src) > cfg.max_train_pairs:
         log.info("train: using the first %d of %d pairs (data.max_train_pairs)", cfg.max_train_pairs, len(src))
         src, tgt = src[: cfg.max_train_pairs], tgt[: cfg.max_train_pairs]

@@ -5,6 +5,7 @@ Shared by validation, test scoring, `seq2seq.evaluate` and `seq2seq.translate`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,8 @@ from seq2seq.model import Seq2Seq
 from seq2seq.search import Hypothesis, translate_batch
 from seq2seq.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 
 @torch.no_grad()
 def translate_sentences(
@@ -26,11 +29,13 @@ def translate_sentences(
     device: torch.device,
     max_src_tokens: int | None = None,
     progress: bool = False,
+    first_line: int = 1,
 ) -> list[list[Hypothesis]]:
     """The `cfg.nbest` best hypotheses for every sentence, in input order.
 
     A sentence that is empty (or only whitespace) gets one empty hypothesis without
-    running the model. Sources longer than `max_src_tokens` subwords are truncated.
+    running the model. Sources longer than `max_src_tokens` subwords are truncated, with a warning
+    that names the line (`first_line` is the number of `sentences[0]` in the input).
     """
     was_training = model.training
     model.eval()
@@ -38,6 +43,11 @@ def translate_sentences(
     todo = [i for i, s in enumerate(sentences) if s.strip()]
     ids = tokenizer.encode_src([sentences[i].strip() for i in todo])
     if max_src_tokens is not None:
+        for position, seq in zip(todo, ids):
+            if len(seq) > max_src_tokens:
+                log.warning(
+                    "input line %d: %d subword tokens, truncated to %d", first_line + position, len(seq), max_src_tokens
+                )
         ids = [seq[:max_src_tokens] for seq in ids]
     batches = sentence_batches([len(seq) for seq in ids], cfg.batch_size)
     for positions in tqdm(batches, desc="decoding", unit="batch", disable=not progress, leave=False):

@@ -10,22 +10,24 @@ Logs go to standard error only.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from itertools import islice
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from seq2seq.checkpoint import CheckpointError, model_from_checkpoint
-from seq2seq.config import ConfigError, validate_decode
+from seq2seq.config import ConfigError, DecodeConfig, validate_decode
 from seq2seq.inference import translate_sentences
+from seq2seq.model import Seq2Seq
+from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import resolve_device
 
 log = logging.getLogger("seq2seq.translate")
 
 NBEST_SEPARATOR = " ||| "
+MAX_SOURCE_TOKENS = 1000  # longer inputs are truncated (and still get their one output line)
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,11 +59,59 @@ def load_for_decoding(args: argparse.Namespace, **extra: int | None):  # noqa: A
     return model, tokenizer, config, decode
 
 
-def read_chunks(stream: TextIO, size: int) -> Iterator[list[str]]:
-    """Lines without their newline, `size` at a time."""
-    lines = (line.rstrip("\r\n") for line in stream)
-    while chunk := list(islice(lines, size)):
+def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
+    """Lines of a byte stream, `size` at a time, without their line ending.
+
+    Only b"\n" ends a line (a stray "\r" or other control character stays inside its line), and bytes
+    that are not UTF-8 are replaced by U+FFFD with a warning, so the line count is always the input's.
+    """
+    number = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal number
+        for raw in stream:
+            number += 1
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                log.warning("input line %d: invalid UTF-8 (%s); undecodable bytes replaced", number, exc.reason)
+                yield raw.decode("utf-8", errors="replace")
+
+    source = lines()
+    while chunk := list(islice(source, size)):
         yield chunk
+
+
+def translate_stream(
+    model: Seq2Seq,
+    tokenizer: Tokenizer,
+    decode: DecodeConfig,
+    source: BinaryIO,
+    target: TextIO,
+    chunk_size: int = 1000,
+    progress: bool = False,
+) -> int:
+    """Translate `source` line by line into `target`: one output line per input line. Returns the count."""
+    device = next(model.parameters()).device
+    count = 0
+    for chunk in read_chunks(source, chunk_size):
+        hypotheses = translate_sentences(
+            model,
+            tokenizer,
+            chunk,
+            decode,
+            device,
+            max_src_tokens=MAX_SOURCE_TOKENS,
+            progress=progress,
+            first_line=count + 1,
+        )
+        for hyps in hypotheses:
+            texts = tokenizer.decode_tgt([h.tokens for h in hyps])
+            target.write(NBEST_SEPARATOR.join(" ".join(t.splitlines()) for t in texts) + "\n")
+        target.flush()
+        count += len(chunk)
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,19 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.translate: {exc}", file=sys.stderr)
         return 2
-    device = next(model.parameters()).device
-    log.info("translating with beam size %d on %s", decode.beam_size, device)
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
-    count = 0
-    for chunk in read_chunks(stdin, args.chunk_size):
-        hypotheses = translate_sentences(
-            model, tokenizer, chunk, decode, device, max_src_tokens=1000, progress=sys.stderr.isatty()
-        )
-        for hyps in hypotheses:
-            texts = tokenizer.decode_tgt([h.tokens for h in hyps])
-            sys.stdout.write(NBEST_SEPARATOR.join(texts) + "\n")
-        sys.stdout.flush()
-        count += len(chunk)
+    sys.stdout.reconfigure(encoding="utf-8", errors="replace", newline="\n")  # type: ignore[union-attr]
+    log.info("translating with beam size %d on %s", decode.beam_size, next(model.parameters()).device)
+    count = translate_stream(
+        model, tokenizer, decode, sys.stdin.buffer, sys.stdout, args.chunk_size, progress=sys.stderr.isatty()
+    )
     log.info("translated %d lines", count)
     return 0
 

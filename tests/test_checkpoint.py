@@ -1,5 +1,10 @@
 import os
 import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -8,6 +13,8 @@ from seq2seq.checkpoint import CheckpointError, load_checkpoint, model_from_chec
 from seq2seq.config import Config
 from seq2seq.model import build_model
 from seq2seq.tokenizer import Tokenizer, train_sentencepiece
+
+from .conftest import REPO
 
 SENTENCES = [
     "der Hund sieht die Katze .",
@@ -90,3 +97,29 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer
         save_checkpoint(path, {**payload_for(tokenizer)[1], "step": 8})
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+WRITER = """
+import sys, torch
+from seq2seq.checkpoint import save_checkpoint
+path = sys.argv[1]
+step = 0
+while True:
+    step += 1
+    save_checkpoint(path, {"model": {"w": torch.full((300_000,), float(step))}, "config": {}, "step": step})
+    print(step, flush=True)
+"""
+
+
+def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rng = random.Random(0)
+    for _ in range(4):
+        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip()  # at least one complete save
+        time.sleep(rng.uniform(0.0, 0.3))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        payload = load_checkpoint(path)
+        assert torch.all(payload["model"]["w"] == payload["step"])  # one consistent save, never a mix

@@ -287,3 +287,10 @@ def test_embedded_corpus_loads_with_the_default_config() -> None:
     splits = load_corpus(DataConfig())
     assert {name: len(corpus) for name, corpus in splits.items()} == {"train": 20000, "valid": 500, "test": 500}
     assert splits["test"].src[0] and splits["test"].tgt[0]
+
+
+def test_empty_corpus_after_cleaning_is_a_clear_error(tmp_path: Path) -> None:
+    write(tmp_path / "train.de", "   \n\nHallo\n")
+    write(tmp_path / "train.en", "x\n  \n\t\n")
+    with pytest.raises(CorpusError, match=r"train\.de.*no sentence pairs left after cleaning \(3 lines, 3 with"):
+        load_split(local_cfg(tmp_path), "train")

@@ -26,18 +26,11 @@ def overrides(run_dir, cache):
     ]
 
 
-def weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-
-
-def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_cache):
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    done = cli("train", *overrides(straight, spm_cache))
-    assert done.returncode == 0, done.stderr[-2000:]
-
+def interrupt(args, at_step: int, signum: int) -> tuple[int, str]:
+    """Start a training run, send it `signum` once it logs step `at_step`, return (exit code, output)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "seq2seq.train", *overrides(interrupted, spm_cache)],
+        [sys.executable, "-m", "seq2seq.train", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -47,12 +40,24 @@ def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_ca
     output = []
     for line in proc.stdout:
         output.append(line)
-        if f"step {STEPS // 2}  epoch" in line:
-            proc.send_signal(signal.SIGTERM)
+        if f"step {at_step}  epoch" in line:
+            proc.send_signal(signum)
             break
     output.extend(proc.stdout)
-    assert proc.wait(timeout=300) == 128 + signal.SIGTERM, "".join(output)[-2000:]
-    log = "".join(output)
+    return proc.wait(timeout=300), "".join(output)
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_cache):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    done = cli("train", *overrides(straight, spm_cache))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    code, log = interrupt(overrides(interrupted, spm_cache), STEPS // 2, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, log[-2000:]
     assert "SIGTERM: stopped at step" in log and "train.resume=auto" in log
     stopped = weights(interrupted)
     assert STEPS // 2 <= stopped["step"] < STEPS
@@ -69,6 +74,14 @@ def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_ca
         assert all(torch.equal(v, b["optimizer"]["state"][name][k]) for k, v in tensor.items())
     without_time = lambda rows: [{k: v for k, v in r.items() if k != "minutes"} for r in rows]  # noqa: E731
     assert without_time(a["train_state"]["history"]) == without_time(b["train_state"]["history"])
+
+
+def test_sigint_stops_at_a_step_boundary_and_saves_last(tmp_path, spm_cache):
+    run_dir = tmp_path / "run"
+    code, log = interrupt([*overrides(run_dir, spm_cache), "train.max_steps=1000"], 2, signal.SIGINT)
+    assert code == 128 + signal.SIGINT, log[-2000:]
+    assert "SIGINT: stopped at step" in log
+    assert 2 <= weights(run_dir)["step"] < 1000
 
 
 def test_resume_refuses_a_changed_model_and_allows_training_keys(tmp_path, spm_cache):

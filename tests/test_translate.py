@@ -1,0 +1,85 @@
+"""translate keeps exactly one output line per input line, whatever the input bytes (property-based)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seq2seq.config import DecodeConfig, ModelConfig, TokenizerConfig
+from seq2seq.model import build_model
+from seq2seq.tokenizer import build_tokenizer
+from seq2seq.translate import read_chunks, translate_stream
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    corpus = REPO / "data" / "synth_de_en"
+    src = (corpus / "train.de").read_text().splitlines()[:300]
+    tgt = (corpus / "train.en").read_text().splitlines()[:300]
+    tok = build_tokenizer(src, tgt, TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm"))))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embedding_size=8, hidden_size=8), tok.src_vocab_size, tok.tgt_vocab_size).eval()
+    return model, tok
+
+
+def run(tiny, data: bytes, **decode) -> list[str]:
+    model, tok = tiny
+    out = io.StringIO()
+    cfg = DecodeConfig(max_len_a=0.0, max_len_b=5, batch_size=4, **decode)
+    translate_stream(model, tok, cfg, io.BytesIO(data), out, chunk_size=3)
+    text = out.getvalue()
+    assert text == "" or text.endswith("\n")
+    return text.split("\n")[:-1] if text else []
+
+
+def expected_lines(data: bytes) -> int:
+    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+
+
+def test_hard_inputs_keep_alignment(tiny, caplog):
+    lines = [
+        b"",
+        b"   ",
+        b"Der Hund schl\xc3\xa4ft.",
+        b"\xff\xfe invalid \xc3 UTF-8",
+        b"control \x00\x07\x1b[31m chars \r in the middle",
+        b"\xe2\x80\xa8 line separator U+2028 and \x0c form feed",
+        " ".join(["Hund"] * 10_000).encode(),
+        b"final line without a newline",
+    ]
+    out = run(tiny, b"\n".join(lines))
+    assert len(out) == len(lines)
+    assert out[0] == "" and out[1] == ""
+    assert all("\n" not in line and "\r" not in line for line in out)
+    warnings = caplog.text
+    assert "input line 4: invalid UTF-8" in warnings
+    assert "input line 7: 50000 subword tokens, truncated to 1000" in warnings
+
+
+def test_crlf_input_and_nbest(tiny):
+    out = run(tiny, b"Der Hund.\r\nDie Katze.\r\n", beam_size=3, nbest=2)
+    assert len(out) == 2 and all(line.count(" ||| ") == 1 for line in out)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_random_bytes_give_one_line_per_input_line(tiny, data):
+    assert len(run(tiny, data)) == expected_lines(data)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=40), max_size=8))
+def test_random_unicode_lines_give_one_line_each(tiny, lines):
+    data = "\n".join(lines).encode("utf-8", "surrogatepass")
+    assert len(run(tiny, data)) == expected_lines(data)
+
+
+def test_read_chunks_splits_on_newline_only():
+    chunks = list(read_chunks(io.BytesIO(b"a\rb\nc\x85d\n\ne"), size=2))
+    assert chunks == [["a\rb", "c\ufffdd"], ["", "e"]]  # \x85 alone is not UTF-8: replaced, not a line break
