@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import Config, ConfigError
 from seq2seq.corpus import CorpusError
 from seq2seq.trainer import TrainingDiverged, TrainingInterrupted, train
@@ -34,6 +35,9 @@ def hydra_main(cfg: DictConfig) -> float:
         results = train(config, run_dir)
     except ConfigError as exc:
         log.error("config error: %s", exc)
+        sys.exit(2)
+    except CheckpointError as exc:
+        log.error("%s", exc)
         sys.exit(2)
     except CorpusError as exc:
         log.error("data error: %s", exc)

@@ -101,3 +101,11 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path, spm_cache):
     proc = cli("train", *overrides(tmp_path / "new", spm_cache), "train.resume=auto", "train.max_steps=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "starting a new run" in proc.stdout + proc.stderr
+
+
+def test_resume_from_a_broken_file_is_one_clear_error(tmp_path, spm_cache):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x80\x04 truncated")
+    proc = cli("train", *overrides(tmp_path / "run", spm_cache), f"train.resume={broken}")
+    assert proc.returncode == 2
+    assert "broken.pt" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
