@@ -22,7 +22,12 @@ from seq2seq.trainer import TrainingDiverged, TrainingInterrupted, train
 log = logging.getLogger("seq2seq.train")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# The configs live in conf/ at the top of the checkout; an absolute path works from any working directory,
+# for `python -m seq2seq.train` and the `seq2seq-train` console script alike.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     try:
         config = Config.from_dict(OmegaConf.to_object(cfg))  # type: ignore[arg-type]

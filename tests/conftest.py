@@ -37,8 +37,10 @@ def spm_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("spm")
 
 
-def cli(module: str, *args: object, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python -m seq2seq.MODULE ARGS...` from the repo root, offline, and capture its output."""
+def cli(
+    module: str, *args: object, stdin: str | None = None, timeout: int = 300, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """Run `python -m seq2seq.MODULE ARGS...` (from the repo root unless `cwd`), offline; capture its output."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", f"seq2seq.{module}", *map(str, args)],
@@ -46,6 +48,6 @@ def cli(module: str, *args: object, stdin: str | None = None, timeout: int = 300
         capture_output=True,
         text=True,
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         timeout=timeout,
     )

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from seq2seq.config import Config
 from seq2seq.trainer import train
 
-from .conftest import CONF, EXPERIMENTS, tiny_overrides
+from .conftest import CONF, EXPERIMENTS, cli, tiny_overrides
 
 
 def compose_config(overrides):
@@ -57,3 +57,9 @@ def test_unknown_override_is_refused_by_hydra():
 def test_yaml_defaults_equal_the_dataclass_defaults():
     """conf/ and seq2seq/config.py describe the same defaults (the README documents one set)."""
     assert Config.from_dict(OmegaConf.to_object(compose_config([]))) == Config()
+
+
+def test_configs_are_found_from_any_working_directory(tmp_path):
+    proc = cli("train", "--cfg", "job", "+experiment=lstm", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cell: lstm" in proc.stdout
