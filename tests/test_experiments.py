@@ -1,6 +1,9 @@
 """Every experiment composes with Hydra and trains a few steps (tiny sizes) on the embedded corpus."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -9,7 +12,7 @@ from omegaconf import OmegaConf
 from seq2seq.config import Config
 from seq2seq.trainer import train
 
-from .conftest import CONF, EXPERIMENTS, cli, tiny_overrides
+from .conftest import CONF, EXPERIMENTS, tiny_overrides
 
 
 def compose_config(overrides):
@@ -60,6 +63,15 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
 
 
 def test_configs_are_found_from_any_working_directory(tmp_path):
-    proc = cli("train", "--cfg", "job", "+experiment=lstm", cwd=tmp_path)
+    """As the installed `seq2seq-train` runs: another directory, the checkout not on sys.path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "seq2seq.train", "--cfg", "job", "+experiment=lstm"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cell: lstm" in proc.stdout
