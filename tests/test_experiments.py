@@ -62,11 +62,14 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
     assert Config.from_dict(OmegaConf.to_object(compose_config([]))) == Config()
 
 
+CONSOLE_SCRIPT = "import sys; from seq2seq.train import main; sys.argv[0] = 'seq2seq-train'; main()"
+
+
 def test_configs_are_found_from_any_working_directory(tmp_path):
     """As the installed `seq2seq-train` runs: another directory, the checkout not on sys.path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", "--cfg", "job", "+experiment=lstm"],
+        [sys.executable, "-c", CONSOLE_SCRIPT, "--cfg", "job", "+experiment=lstm"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
