@@ -13,7 +13,9 @@ from seq2seq.config import DataConfig
 from seq2seq.corpus import CorpusError, load_split
 
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-plain_text = st.text(alphabet=st.characters(blacklist_characters=LINE_BREAKS), max_size=30)
+plain_text = st.text(
+    alphabet=st.characters(blacklist_characters=LINE_BREAKS, blacklist_categories=("Cs",)), max_size=30
+)
 
 
 def load(src: bytes, tgt: bytes):
