@@ -48,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
     return torch.device(name)
 
 
@@ -191,6 +191,9 @@ class Trainer:
         self.state = TrainingState()
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
         self.progress = sys.stderr.isatty()
+        limit = self.cfg.max_valid_sentences  # validate on (the first `limit` of) the validation set
+        self.valid = ParallelCorpus(data.valid.src[:limit], data.valid.tgt[:limit])
+        self.valid_ids = (tok.encode_src(self.valid.src), tok.encode_tgt(self.valid.tgt))  # encoded once
         log.info("model: %s, %d parameters, on %s", config.model.cell, count_parameters(self.model), self.device)
 
     # ----------------------------------------------------------------- training
@@ -330,10 +333,10 @@ class Trainer:
 
     # --------------------------------------------------------------- validation
     @torch.no_grad()
-    def validation_loss(self, corpus: ParallelCorpus) -> tuple[float, int]:
+    def validation_loss(self) -> tuple[float, int]:
         """Teacher-forced cross-entropy per target token (no label smoothing) and the token count."""
         self.model.eval()
-        src, tgt = self.data.tokenizer.encode_src(corpus.src), self.data.tokenizer.encode_tgt(corpus.tgt)
+        src, tgt = self.valid_ids
         total, tokens = 0.0, 0
         for indices in token_batches([len(s) for s in src], [len(t) for t in tgt], self.cfg.batch_tokens):
             batch = make_batch([src[i] for i in indices], [tgt[i] for i in indices]).to(self.device)
@@ -344,11 +347,8 @@ class Trainer:
 
     def validate_and_checkpoint(self, start: float) -> bool:
         """Score the validation set, log it, save last.pt/best.pt; True when early stopping says stop."""
-        cfg, state = self.cfg, self.state
-        valid = self.data.valid
-        if cfg.max_valid_sentences is not None:
-            valid = ParallelCorpus(valid.src[: cfg.max_valid_sentences], valid.tgt[: cfg.max_valid_sentences])
-        loss, _ = self.validation_loss(valid)
+        cfg, state, valid = self.cfg, self.state, self.valid
+        loss, _ = self.validation_loss()
         greedy = replace(self.config.decode, beam_size=1, nbest=1)
         hyps = best_strings(
             self.data.tokenizer,
@@ -400,7 +400,8 @@ class Trainer:
     def samples_markdown(self, valid: ParallelCorpus, hyps: list[str]) -> str:
         rows = ["| source | reference | hypothesis |", "| --- | --- | --- |"]
         for i in range(min(self.cfg.num_samples, len(hyps))):
-            rows.append(f"| {valid.src[i]} | {valid.tgt[i]} | {hyps[i]} |")
+            cells = (text.replace("|", "\\|") for text in (valid.src[i], valid.tgt[i], hyps[i]))
+            rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
 
     def checkpoint_payload(self) -> dict[str, Any]:

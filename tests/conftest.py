@@ -17,6 +17,11 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[str]:
     """Hydra overrides for a seconds-long run."""
     return [
+        # the embedded corpus, whatever data an experiment picks (multi30k_gru picks Multi30k)
+        f"data.dir={REPO / 'data' / 'synth_de_en'}",
+        "data.train_prefix=train",
+        "data.valid_prefix=val",
+        "data.test_prefix=test",
         f"tokenizer.cache_dir={cache_dir}",
         "tokenizer.vocab_size=200",
         f"data.max_train_pairs={pairs}",
