@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from seq2seq.config import TrainConfig
-from seq2seq.trainer import clip_gradients, sequence_loss, teacher_forcing_ratio
+from seq2seq.trainer import clip_gradients, make_optimizer, make_scheduler, sequence_loss, teacher_forcing_ratio
 
 
 def make_grads(scale):
@@ -67,3 +67,46 @@ def test_sequence_loss_ignores_padding():
         for b, t in [(0, 0), (0, 1), (1, 0)]
     )
     torch.testing.assert_close(full, manual)
+
+
+def test_label_smoothing_penalises_confident_predictions():
+    logits = torch.full((1, 1, 5), -10.0)
+    logits[0, 0, 4] = 10.0  # all mass on the (correct) token 4
+    target = torch.tensor([[4]])
+    assert float(sequence_loss(logits, target)) < 1e-6
+    assert float(sequence_loss(logits, target, label_smoothing=0.1)) > 1.0
+
+
+@pytest.mark.parametrize(
+    "name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
+def test_optimizers(name, cls):
+    params = [torch.nn.Parameter(torch.ones(2))]
+    optimizer = make_optimizer(params, TrainConfig(optimizer=name, lr=0.1))
+    assert isinstance(optimizer, cls) and optimizer.param_groups[0]["lr"] == 0.1
+    params[0].grad = torch.ones(2)
+    optimizer.step()
+    assert torch.all(params[0] < 1.0)
+
+
+def test_learning_rate_schedules():
+    params = [torch.nn.Parameter(torch.ones(1))]
+    assert make_scheduler(make_optimizer(params, TrainConfig()), TrainConfig(lr_scheduler="none")) is None
+
+    cfg = TrainConfig(lr=1.0, lr_scheduler="warmup_decay", warmup_steps=4)
+    optimizer = make_optimizer(params, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(16):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # linear warm-up
+    assert lrs[15] == pytest.approx((4 / 16) ** 0.5)  # then 1/sqrt(step)
+
+    cfg = TrainConfig(lr=1.0, lr_scheduler="plateau", lr_patience=1, lr_decay_factor=0.5)
+    optimizer = make_optimizer(params, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    for bleu in (10.0, 12.0, 11.0, 11.5):  # improvement, then two validations without one
+        scheduler.step(bleu)
+    assert optimizer.param_groups[0]["lr"] == 0.5
