@@ -26,6 +26,7 @@ The results go to a JSON file and a markdown table on standard output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,8 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -93,7 +96,7 @@ def measure_training(args: argparse.Namespace) -> dict:
     from seq2seq.model import count_parameters
     from seq2seq.trainer import Trainer, prepare_data
 
-    config = compose(args.experiment, args.data_dir, args.src, args.tgt, args.overrides)
+    config = config_from_args(args)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
@@ -153,21 +156,28 @@ def budget_for_sentences(src_lengths: list[int], tgt_lengths: list[int], sentenc
     return low
 
 
-def peer_config(args: argparse.Namespace):  # noqa: ANN201
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201
+    """The run's config: the experiment, the data folder and languages, then the KEY=VALUE overrides."""
     return compose(args.experiment, args.data_dir, args.src, args.tgt, args.overrides)
+
+
+@contextlib.contextmanager
+def peer_workspace(args: argparse.Namespace) -> Iterator[tuple[Any, dict, Path]]:
+    """What a Joey worker needs: our config, the inputs `prepare_peer` wrote, and a scratch folder."""
+    inputs = json.loads((Path(args.peer_work) / "inputs.json").read_text())
+    with tempfile.TemporaryDirectory(dir=args.peer_work) as work:
+        yield config_from_args(args), inputs, Path(work)
 
 
 def measure_peer_training(args: argparse.Namespace) -> dict:
     import joeynmt_peer
 
-    config = peer_config(args)
-    inputs = json.loads((Path(args.peer_work) / "inputs.json").read_text())
-    with tempfile.TemporaryDirectory(dir=args.peer_work) as work:
+    with peer_workspace(args) as (config, inputs, work):
         return joeynmt_peer.measure_training(
             Path(args.peer_python),
             config,
             inputs,
-            Path(work),
+            work,
             batch_size=args.peer_batch_size,
             warmup_steps=args.warmup_steps,
             windows=args.windows,
@@ -180,14 +190,12 @@ def measure_peer_training(args: argparse.Namespace) -> dict:
 def measure_peer_decoding(args: argparse.Namespace) -> dict:
     import joeynmt_peer
 
-    config = peer_config(args)
-    inputs = json.loads((Path(args.peer_work) / "inputs.json").read_text())
-    with tempfile.TemporaryDirectory(dir=args.peer_work) as work:
+    with peer_workspace(args) as (config, inputs, work):
         return joeynmt_peer.measure_decoding(
             Path(args.peer_python),
             args.peer_checkpoint,
             inputs["prefixes"]["test"],
-            Path(work),
+            work,
             batch_size=args.decode_batch_size,
             timeout=args.peer_timeout,
             threads=config.train.threads,
@@ -203,7 +211,7 @@ def measure_decoding(args: argparse.Namespace) -> dict:
     from seq2seq.metrics import score
     from seq2seq.trainer import resolve_device
 
-    config = compose(args.experiment, args.data_dir, args.src, args.tgt, args.overrides)
+    config = config_from_args(args)
     device = resolve_device(config.train.device)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
@@ -329,7 +337,7 @@ def prepare_peer(args: argparse.Namespace, work: Path) -> list[str]:
     from seq2seq.trainer import resolve_device
 
     python = joeynmt_peer.ensure_venv(Path(args.peer_venv).expanduser(), log=lambda m: print(m, file=sys.stderr))
-    config = compose(args.experiment, args.data_dir, args.src, args.tgt, args.overrides)
+    config = config_from_args(args)
     inputs = joeynmt_peer.write_inputs(config, work)
     (work / "inputs.json").write_text(json.dumps(inputs))
     cuda = resolve_device(config.train.device).type == "cuda"

@@ -65,12 +65,9 @@ def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
     Only b"\n" ends a line (a stray "\r" or other control character stays inside its line), and bytes
     that are not UTF-8 are replaced by U+FFFD with a warning, so the line count is always the input's.
     """
-    number = 0
 
     def lines() -> Iterator[str]:
-        nonlocal number
-        for raw in stream:
-            number += 1
+        for number, raw in enumerate(stream, start=1):
             raw = raw.removesuffix(b"\n").removesuffix(b"\r")
             try:
                 yield raw.decode("utf-8")
