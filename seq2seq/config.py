@@ -21,6 +21,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULERS = ("none", "plateau", "warmup_decay")
 TF_SCHEDULES = ("constant", "linear", "inverse_sigmoid")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -118,6 +119,9 @@ class TrainConfig:
     test_beam_size: int = 5  # beam size for the final test scoring
     max_bad_steps: int = 10  # stop when more steps than this in a row have a non-finite loss or gradient
     resume: str | None = None  # continue a run: a checkpoint path, or auto (run_dir/checkpoints/last.pt)
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA or a CPU with bf16) | fp16 (CUDA, with a gradient scaler)
+    insight: bool = True  # at each validation: attention heatmaps, gate statistics, gradient by source distance
+    insight_sentences: int = 4  # the fixed validation sentences the insight pictures and statistics use
 
 
 @dataclass
@@ -240,6 +244,8 @@ class Config:
         _at_least("train.max_bad_steps", t.max_bad_steps, 0)
         if t.resume is not None and not str(t.resume).strip():
             raise ConfigError("train.resume must be a checkpoint path, auto, or null")
+        _choice("train.precision", t.precision, PRECISIONS)
+        _positive("train.insight_sentences", t.insight_sentences)
 
         validate_decode(dec)
 

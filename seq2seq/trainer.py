@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from seq2seq.config import Config, ConfigError, TrainConfig
 from seq2seq.corpus import ParallelCorpus, length_filter, load_corpus
 from seq2seq.data import make_batch, token_batches
 from seq2seq.inference import best_strings, translate_sentences
+from seq2seq.insight import InsightProbe
 from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq, build_model, count_parameters
 from seq2seq.tokenizer import PAD_ID, Tokenizer, build_tokenizer
@@ -191,9 +193,16 @@ class Trainer:
         self.state = TrainingState()
         self.writer = SummaryWriter(log_dir=str(self.run_dir))
         self.progress = sys.stderr.isatty()
+        self.tokens_per_sec: list[float] = []  # one entry per log window (train.log_every steps)
         limit = self.cfg.max_valid_sentences  # validate on (the first `limit` of) the validation set
         self.valid = ParallelCorpus(data.valid.src[:limit], data.valid.tgt[:limit])
         self.valid_ids = (tok.encode_src(self.valid.src), tok.encode_tgt(self.valid.tgt))  # encoded once
+        n = self.cfg.insight_sentences  # the same sentences at every validation, so pictures compare over time
+        self.insight = (
+            InsightProbe(config.model, tok, self.valid_ids[0][:n], self.valid_ids[1][:n], self.device)
+            if self.cfg.insight
+            else None
+        )
         log.info("model: %s, %d parameters, on %s", config.model.cell, count_parameters(self.model), self.device)
 
     # ----------------------------------------------------------------- training
@@ -230,7 +239,8 @@ class Trainer:
                 bar.update(1)
                 if state.step % cfg.log_every == 0 and window_tokens:
                     elapsed = time.monotonic() - window_start
-                    self.log_train(window_loss / window_tokens, grad_norm, ratio, window_tokens / max(elapsed, 1e-9))
+                    self.tokens_per_sec.append(window_tokens / max(elapsed, 1e-9))
+                    self.log_train(window_loss / window_tokens, grad_norm, ratio, self.tokens_per_sec[-1])
                     bar.set_postfix(loss=f"{window_loss / window_tokens:.3f}")
                     window_tokens, window_start, window_loss = 0, time.monotonic(), 0.0
                 if state.bad_steps_in_a_row > cfg.max_bad_steps:
@@ -371,6 +381,8 @@ class Trainer:
         for key in ("loss", "perplexity", "bleu", "chrf"):
             self.writer.add_scalar(f"valid/{key}", row[key], state.step)
         self.writer.add_text("valid/samples", self.samples_markdown(valid, hyps), state.step)
+        if self.insight is not None:
+            self.insight.log(self.writer, self.model, state.step)
         self.writer.flush()
         improved = scores.bleu > state.best_bleu
         if improved:
@@ -510,6 +522,8 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
             "minutes": round(train_minutes, 2),
             "total_minutes": round((time.monotonic() - begin) / 60, 2),
             "parameters": count_parameters(trainer.model),
+            # median over the log windows (the first one, with warm-up, left out when there are others)
+            "tokens_per_sec": round(statistics.median(trainer.tokens_per_sec[1:] or trainer.tokens_per_sec or [0.0]), 1),
             "device": str(trainer.device),
         },
         "checkpoint": str(best),
