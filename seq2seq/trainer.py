@@ -513,6 +513,8 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
     test = trainer.test()
     trainer.writer.close()
     best = (trainer.ckpt_dir / "best.pt").resolve()
+    # median over the log windows (the first one, with warm-up, left out when there are others)
+    windows = trainer.tokens_per_sec[1:] or trainer.tokens_per_sec or [0.0]
     results = {
         "test": test,
         "valid": {"best_bleu": state.best_bleu, "best_step": state.best_step, "history": state.history},
@@ -522,8 +524,7 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
             "minutes": round(train_minutes, 2),
             "total_minutes": round((time.monotonic() - begin) / 60, 2),
             "parameters": count_parameters(trainer.model),
-            # median over the log windows (the first one, with warm-up, left out when there are others)
-            "tokens_per_sec": round(statistics.median(trainer.tokens_per_sec[1:] or trainer.tokens_per_sec or [0.0]), 1),
+            "tokens_per_sec": round(statistics.median(windows), 1),
             "device": str(trainer.device),
         },
         "checkpoint": str(best),
