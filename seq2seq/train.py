@@ -6,6 +6,7 @@ Hydra composes `conf/`; everything after that is plain dataclasses and `seq2seq.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ def hydra_main(cfg: DictConfig) -> float:
     except ConfigError as exc:
         log.error("config error: %s", exc)
         sys.exit(2)
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 speaks for all
+        logging.getLogger().setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run directory: %s", run_dir)
     try:
@@ -53,6 +56,8 @@ def hydra_main(cfg: DictConfig) -> float:
     except TrainingDiverged as exc:
         log.error("training diverged: %s", exc)
         sys.exit(1)
+    if not results:  # a rank other than 0 under torchrun: rank 0 tests and reports
+        return 0.0
     checkpoint = results["checkpoint"]
     test = results["test"]
     print(

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,18 +25,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from seq2seq import distributed
 from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from seq2seq.config import Config, ConfigError, TrainConfig
 from seq2seq.corpus import ParallelCorpus, length_filter, load_corpus
 from seq2seq.data import make_batch, token_batches
+from seq2seq.distributed import DistributedContext, shard
 from seq2seq.inference import best_strings, translate_sentences
 from seq2seq.insight import InsightProbe
 from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq, build_model, count_parameters
-from seq2seq.tokenizer import PAD_ID, Tokenizer, build_tokenizer
+from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer, build_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,13 @@ def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> Prepared
     )
 
 
+def epoch_batches(
+    src_lengths: list[int], tgt_lengths: list[int], batch_tokens: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's shuffled, length-bucketed batches (lists of pair indices), a function of seed and epoch only."""
+    return token_batches(src_lengths, tgt_lengths, batch_tokens, random.Random(seed * 1_000_003 + epoch))
+
+
 @dataclass
 class TrainingState:
     """Counters that, with the weights, optimizer and RNG states, let a run resume exactly where it stopped."""
@@ -175,24 +185,45 @@ class TrainingDiverged(RuntimeError):
 
 
 class Trainer:
-    """Owns the model, optimizer and logging of one run; `fit()` trains, `test()` scores."""
+    """Owns the model, optimizer and logging of one run; `fit()` trains, `test()` scores.
 
-    def __init__(self, config: Config, run_dir: Path, data: PreparedData) -> None:
+    Under torchrun (`dist.world_size > 1`) every rank owns a replica wrapped in
+    DistributedDataParallel; rank 0 alone validates, logs and writes checkpoints.
+    """
+
+    def __init__(
+        self, config: Config, run_dir: Path, data: PreparedData, dist: DistributedContext | None = None
+    ) -> None:
         self.config = config
         self.cfg = config.train
+        self.dist = dist or DistributedContext()
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.data = data
         self.device = resolve_device(self.cfg.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
+        elif self.dist.enabled and self.device.type != "cpu":
+            raise ConfigError(f"distributed training runs on CPUs (gloo) or CUDA GPUs (nccl), not {self.device}")
         tok = data.tokenizer
         self.model: Seq2Seq = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
+        # what the training step calls: the model itself, or a DDP wrapper that averages gradients over ranks
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
+        self.autocast_dtype = autocast_dtype(self.cfg.precision, self.device)
+        # fp16 needs loss scaling so small gradients do not underflow; for fp32/bf16 the scaler is a no-op
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
         self.generator = torch.Generator().manual_seed(self.cfg.seed)  # teacher-forcing coin flips
         self.state = TrainingState()
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
-        self.progress = sys.stderr.isatty()
+        self.writer: Any = SummaryWriter(log_dir=str(self.run_dir)) if self.dist.is_main else _NullWriter()
+        self.progress = sys.stderr.isatty() and self.dist.is_main
+        lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+        self.train_lengths = lengths
         self.tokens_per_sec: list[float] = []  # one entry per log window (train.log_every steps)
         limit = self.cfg.max_valid_sentences  # validate on (the first `limit` of) the validation set
         self.valid = ParallelCorpus(data.valid.src[:limit], data.valid.tgt[:limit])
@@ -200,10 +231,32 @@ class Trainer:
         n = self.cfg.insight_sentences  # the same sentences at every validation, so pictures compare over time
         self.insight = (
             InsightProbe(config.model, tok, self.valid_ids[0][:n], self.valid_ids[1][:n], self.device)
-            if self.cfg.insight
+            if self.cfg.insight and self.dist.is_main
             else None
         )
-        log.info("model: %s, %d parameters, on %s", config.model.cell, count_parameters(self.model), self.device)
+        log.info(
+            "model: %s, %d parameters, on %s, precision %s%s",
+            config.model.cell,
+            count_parameters(self.model),
+            self.device,
+            self.cfg.precision,
+            f", rank 0 of {self.dist.world_size} processes" if self.dist.enabled else "",
+        )
+
+    def global_batches(self, epoch: int) -> list[list[list[int]]]:
+        """The epoch's training steps; step i holds one batch (a list of pair indices) per rank.
+
+        The order depends only on the seed and the epoch number, so a resumed run rebuilds it
+        and skips the steps it has already taken; `train.batch_tokens` is per process.
+        """
+        batches = epoch_batches(*self.train_lengths, self.cfg.batch_tokens, self.cfg.seed, epoch)
+        steps = shard(batches, self.dist.world_size)
+        if not steps:
+            raise ConfigError(
+                f"{len(batches)} batches of train.batch_tokens={self.cfg.batch_tokens} cannot feed "
+                f"{self.dist.world_size} processes; lower train.batch_tokens"
+            )
+        return steps
 
     # ----------------------------------------------------------------- training
     def fit(self) -> TrainingState:
@@ -213,8 +266,6 @@ class Trainer:
 
     def _fit(self, stop: dict[str, int]) -> TrainingState:
         cfg, state = self.cfg, self.state
-        lengths_src = [len(s) for s in self.data.train_src]
-        lengths_tgt = [len(t) for t in self.data.train_tgt]
         start = time.monotonic()
         stop_reason = self.limit_reached(start, epoch_done=state.epoch_step == 0 and state.epoch > 0)
         window_tokens, window_start, window_loss = 0, time.monotonic(), 0.0
@@ -222,11 +273,9 @@ class Trainer:
         while stop_reason is None:
             if state.epoch_step == 0:
                 state.epoch += 1
-            # The epoch's batch order depends only on the seed and the epoch number, so a resumed run
-            # rebuilds it and skips the batches it has already trained on.
-            rng = random.Random(cfg.seed * 1_000_003 + state.epoch)
-            batches = token_batches(lengths_src, lengths_tgt, cfg.batch_tokens, rng)
-            for indices in batches[state.epoch_step :]:
+            batches = self.global_batches(state.epoch)
+            for step_batches in batches[state.epoch_step :]:
+                indices = step_batches[self.dist.rank]  # this rank's shard of the step
                 batch = make_batch([self.data.train_src[i] for i in indices], [self.data.train_tgt[i] for i in indices])
                 loss, ntokens, grad_norm, ratio = self.train_step(batch.to(self.device))
                 state.step += 1
@@ -252,6 +301,10 @@ class Trainer:
                     )
                 if state.step % cfg.validate_every == 0 and self.validate_and_checkpoint(start):
                     stop_reason = f"early stopping: no BLEU gain in {cfg.early_stopping_patience} validations"
+                # a signal or the time limit seen by any rank stops every rank at this same step
+                signum, time_up = self.dist.max(stop.get("signum", 0), self.limit_reached(start, False) is not None)
+                if signum and not stop:
+                    stop["signum"] = int(signum)
                 if stop:  # after any due validation, so a resumed run replays exactly
                     self.save_last()
                     bar.close()
@@ -262,8 +315,8 @@ class Trainer:
                         f"state saved to {self.ckpt_dir / 'last.pt'}; continue with train.resume=auto "
                         f"hydra.run.dir={self.run_dir}",
                     )
-                if stop_reason is None:
-                    stop_reason = self.limit_reached(start, epoch_done=False)
+                if stop_reason is None and time_up:
+                    stop_reason = self.limit_reached(start, epoch_done=False) or "a time limit reached on another rank"
                 if stop_reason:
                     break
             if stop_reason is None:
@@ -291,20 +344,36 @@ class Trainer:
             return f"train.max_epochs={cfg.max_epochs} reached"
         return None
 
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Mixed precision for the training forward pass (`train.precision`); fp32: nothing."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def train_step(self, batch: Any) -> tuple[float, int, float, float]:
-        """One update; returns (summed loss, target tokens, pre-clip grad norm, teacher-forcing ratio)."""
+        """One update; returns (summed loss, target tokens, pre-clip grad norm, teacher-forcing ratio).
+
+        Under DDP the loss and token count are those of the whole step, summed over ranks.
+        """
         self.model.train()
         ratio = teacher_forcing_ratio(self.cfg, self.state.step)
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, ratio, self.generator)
-        ntokens = batch.num_tgt_tokens
-        loss_sum = sequence_loss(logits, batch.tgt_out, self.cfg.label_smoothing)
+        with self.autocast():
+            logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in, ratio, self.generator)
+        loss_sum = sequence_loss(logits, batch.tgt_out, self.cfg.label_smoothing)  # in fp32
+        # The gradient is that of the mean loss per target token of the *global* batch. DDP averages the
+        # ranks' gradients, so each rank divides its summed loss by (all ranks' tokens / world size).
+        ntokens, loss = self.dist.sum(batch.num_tgt_tokens, float(loss_sum.detach()))
+        ntokens = int(ntokens)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss_sum / ntokens).backward()
+        self.scaler.scale(loss_sum / (ntokens / self.dist.world_size)).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
         grad_norm = clip_gradients(self.params, self.cfg)
-        loss = float(loss_sum.detach())
+        overflow = self.scaler.is_enabled() and math.isfinite(loss) and not math.isfinite(grad_norm)
         if math.isfinite(grad_norm) and math.isfinite(loss):
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # optimizer.step(), unless fp16 found inf/nan gradients
             self.state.bad_steps_in_a_row = 0
+        elif overflow:  # fp16: the loss scale was too high; update() lowers it, the step is skipped
+            log.debug("step %d: fp16 gradient overflow at loss scale %g", self.state.step + 1, self.scaler.get_scale())
         else:  # skip the update: the weights stay the last good ones
             self.state.skipped_steps += 1
             self.state.bad_steps_in_a_row += 1
@@ -315,6 +384,7 @@ class Trainer:
                 self.state.bad_steps_in_a_row,
             )
             self.writer.add_scalar("train/skipped_steps", self.state.skipped_steps, self.state.step + 1)
+        self.scaler.update()
         if self.cfg.lr_scheduler == "warmup_decay":
             self.scheduler.step()
         return loss, ntokens, grad_norm, ratio
@@ -343,22 +413,35 @@ class Trainer:
 
     # --------------------------------------------------------------- validation
     @torch.no_grad()
-    def validation_loss(self) -> tuple[float, int]:
-        """Teacher-forced cross-entropy per target token (no label smoothing) and the token count."""
+    def validation_loss(self) -> tuple[float, list[str]]:
+        """Teacher-forced cross-entropy per target token (no label smoothing), and the teacher-forced outputs.
+
+        The outputs are the argmax at each position given the *gold* prefix, cut at the first EOS:
+        what the model would write if it never saw its own mistakes (see `validate`).
+        """
         self.model.eval()
         src, tgt = self.valid_ids
         total, tokens = 0.0, 0
+        forced: list[list[int]] = [[] for _ in src]
         for indices in token_batches([len(s) for s in src], [len(t) for t in tgt], self.cfg.batch_tokens):
             batch = make_batch([src[i] for i in indices], [tgt[i] for i in indices]).to(self.device)
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, vocab)
             total += float(sequence_loss(logits, batch.tgt_out))
             tokens += batch.num_tgt_tokens
-        return total / max(tokens, 1), tokens
+            predictions = logits.argmax(dim=-1).masked_fill(batch.tgt_out == PAD_ID, EOS_ID).tolist()
+            for i, row in zip(indices, predictions):
+                forced[i] = row[: row.index(EOS_ID)] if EOS_ID in row else row
+        return total / max(tokens, 1), self.data.tokenizer.decode_tgt(forced)
 
-    def validate_and_checkpoint(self, start: float) -> bool:
-        """Score the validation set, log it, save last.pt/best.pt; True when early stopping says stop."""
-        cfg, state, valid = self.cfg, self.state, self.valid
-        loss, _ = self.validation_loss()
+    def validate(self, start: float) -> dict[str, float]:
+        """Rank 0: score the validation set and log it (TensorBoard, samples, insight); returns the history row.
+
+        Exposure bias made visible: `teacher_forced_bleu` scores the model fed the gold prefix (as in
+        training), `bleu` the model fed its own greedy output (as at inference); their difference,
+        `exposure_bias_gap`, is what teacher forcing hides.
+        """
+        state, valid = self.state, self.valid
+        loss, forced = self.validation_loss()
         greedy = replace(self.config.decode, beam_size=1, nbest=1)
         hyps = best_strings(
             self.data.tokenizer,
@@ -367,45 +450,60 @@ class Trainer:
             ),
         )
         scores = score(hyps, valid.tgt)
-        minutes = (time.monotonic() - start) / 60
+        teacher_forced_bleu = score(forced, valid.tgt).bleu
         row = {
             "step": state.step,
             "epoch": state.epoch,
-            "minutes": round(minutes, 3),
+            "minutes": round((time.monotonic() - start) / 60, 3),
             "loss": loss,
             "perplexity": math.exp(min(loss, 50.0)),
             "bleu": scores.bleu,
             "chrf": scores.chrf,
+            "teacher_forced_bleu": teacher_forced_bleu,
+            "exposure_bias_gap": teacher_forced_bleu - scores.bleu,
         }
-        state.history.append(row)
-        for key in ("loss", "perplexity", "bleu", "chrf"):
+        for key in ("loss", "perplexity", "bleu", "chrf", "teacher_forced_bleu", "exposure_bias_gap"):
             self.writer.add_scalar(f"valid/{key}", row[key], state.step)
         self.writer.add_text("valid/samples", self.samples_markdown(valid, hyps), state.step)
         if self.insight is not None:
             self.insight.log(self.writer, self.model, state.step)
         self.writer.flush()
-        improved = scores.bleu > state.best_bleu
-        if improved:
-            state.best_bleu, state.best_step, state.bad_validations = scores.bleu, state.step, 0
-        else:
-            state.bad_validations += 1
         log.info(
-            "validation at step %d: loss %.4f  perplexity %.2f  BLEU %.2f  chrF %.2f%s",
+            "validation at step %d: loss %.4f  perplexity %.2f  BLEU %.2f  chrF %.2f  "
+            "teacher-forced BLEU %.2f (exposure bias gap %.2f)",
             state.step,
             loss,
             row["perplexity"],
             scores.bleu,
             scores.chrf,
-            "  (new best)" if improved else "",
+            teacher_forced_bleu,
+            row["exposure_bias_gap"],
         )
-        for i in range(min(cfg.num_samples, len(hyps))):
+        for i in range(min(self.cfg.num_samples, len(hyps))):
             log.info("  source:     %s\n  reference:  %s\n  hypothesis: %s", valid.src[i], valid.tgt[i], hyps[i])
-        if cfg.lr_scheduler == "plateau":
-            self.scheduler.step(scores.bleu)
-        payload = self.checkpoint_payload()
-        save_checkpoint(self.ckpt_dir / "last.pt", payload)
+        return row
+
+    def validate_and_checkpoint(self, start: float) -> bool:
+        """Validate (rank 0), share the result, save last.pt/best.pt; True when early stopping says stop.
+
+        Every rank applies the same row, so the lr schedule and early stopping agree across ranks.
+        """
+        cfg, state = self.cfg, self.state
+        row = self.dist.broadcast(self.validate(start) if self.dist.is_main else None)
+        state.history.append(row)
+        improved = row["bleu"] > state.best_bleu
         if improved:
-            save_checkpoint(self.ckpt_dir / "best.pt", payload)
+            state.best_bleu, state.best_step, state.bad_validations = row["bleu"], state.step, 0
+            log.info("new best validation BLEU %.2f at step %d", row["bleu"], state.step)
+        else:
+            state.bad_validations += 1
+        if cfg.lr_scheduler == "plateau":
+            self.scheduler.step(row["bleu"])
+        payload = self.checkpoint_payload()
+        if self.dist.is_main:
+            save_checkpoint(self.ckpt_dir / "last.pt", payload)
+            if improved:
+                save_checkpoint(self.ckpt_dir / "best.pt", payload)
         patience = cfg.early_stopping_patience
         return patience is not None and state.bad_validations >= patience
 
@@ -417,7 +515,10 @@ class Trainer:
         return "\n".join(rows)
 
     def checkpoint_payload(self) -> dict[str, Any]:
-        """Everything a resumed run needs, as tensors and plain values (loads with weights_only=True)."""
+        """Everything a resumed run needs, as tensors and plain values (loads with weights_only=True).
+
+        Under DDP every rank must call this (it gathers each rank's RNG states); rank 0 saves it.
+        """
         state = self.state
         rng = {
             "torch": torch.get_rng_state(),
@@ -426,6 +527,7 @@ class Trainer:
         }
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng_by_rank = self.dist.gather(rng)
         return {
             "model": self.model.state_dict(),
             "config": self.config.to_dict(),
@@ -436,11 +538,16 @@ class Trainer:
             "train_state": asdict(state),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),  # fp16 loss scale; empty otherwise
             "rng": rng,
+            "rng_by_rank": rng_by_rank,
+            "world_size": self.dist.world_size,
         }
 
     def save_last(self) -> None:
-        save_checkpoint(self.ckpt_dir / "last.pt", self.checkpoint_payload())
+        payload = self.checkpoint_payload()
+        if self.dist.is_main:
+            save_checkpoint(self.ckpt_dir / "last.pt", payload)
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint written by `checkpoint_payload`: weights, optimizer, scheduler, counters, RNGs."""
@@ -448,8 +555,21 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler") is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
         self.state = TrainingState(**payload["train_state"])
-        rng = payload["rng"]
+        rng_by_rank = payload.get("rng_by_rank") or [payload["rng"]]
+        saved_world = payload.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            # a step of the old run took `saved_world` batches; skip as many of this run's steps as that covers
+            self.state.epoch_step = self.state.epoch_step * saved_world // self.dist.world_size
+            log.warning(
+                "the checkpoint was written by %d process(es), this run has %d: the epoch continues after "
+                "the batches already seen, but dropout and teacher-forcing draws differ from an uninterrupted run",
+                saved_world,
+                self.dist.world_size,
+            )
+        rng = rng_by_rank[self.dist.rank] if self.dist.rank < len(rng_by_rank) else rng_by_rank[0]
         torch.set_rng_state(rng["torch"])
         random.setstate(_as_tuples(rng["python"]))
         self.generator.set_state(rng["teacher_forcing"])
@@ -465,7 +585,7 @@ class Trainer:
 
     # --------------------------------------------------------------------- test
     def test(self) -> dict[str, Any]:
-        """Score `best.pt` on the test split with greedy and beam search."""
+        """Score `best.pt` on the test split with greedy and beam search (rank 0 only)."""
         best = self.ckpt_dir / "best.pt"
         model, tokenizer, _, _ = model_from_checkpoint(best, self.device)
         test = self.data.test
@@ -491,25 +611,37 @@ class Trainer:
 
 
 def train(config: Config, run_dir: Path) -> dict[str, Any]:
-    """The whole run: returns (and writes to `run_dir/results.json`) the test scores and run summary."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """The whole run: returns (and writes to `run_dir/results.json`) the test scores and run summary.
+
+    Under torchrun every rank calls this; rank 0's `run_dir` is used by all, and only rank 0
+    tests and writes `results.json` (the other ranks return `{}` after training).
+    """
     random.seed(config.train.seed)
     torch.manual_seed(config.train.seed)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     begin = time.monotonic()
-    resume = find_resume_checkpoint(config, run_dir)
-    payload = load_checkpoint(resume) if resume is not None else None
-    if payload is not None:
-        check_resume_config(payload["config"], config, resume)
-    data = prepare_data(config, Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None)
-    trainer = Trainer(config, run_dir, data)
-    if payload is not None:
-        trainer.restore(payload)
-    fit_start = time.monotonic()
-    state = trainer.fit()
-    train_minutes = (time.monotonic() - fit_start) / 60
+    ctx = distributed.setup(resolve_device(config.train.device))
+    try:
+        run_dir = Path(ctx.broadcast(str(run_dir)))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = find_resume_checkpoint(config, run_dir)
+        payload = load_checkpoint(resume) if resume is not None else None
+        if payload is not None:
+            check_resume_config(payload["config"], config, resume)
+        data = prepare_data(config, Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None)
+        trainer = Trainer(config, run_dir, data, ctx)
+        if ctx.enabled:  # same initial weights everywhere (same seed), different dropout masks per rank
+            torch.manual_seed(config.train.seed + 7919 * ctx.rank)
+        if payload is not None:
+            trainer.restore(payload)
+        fit_start = time.monotonic()
+        state = trainer.fit()
+        train_minutes = (time.monotonic() - fit_start) / 60
+    finally:
+        distributed.teardown()
+    if not ctx.is_main:
+        return {}
     test = trainer.test()
     trainer.writer.close()
     best = (trainer.ckpt_dir / "best.pt").resolve()
@@ -526,6 +658,8 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
             "parameters": count_parameters(trainer.model),
             "tokens_per_sec": round(statistics.median(windows), 1),
             "device": str(trainer.device),
+            "precision": config.train.precision,
+            "processes": ctx.world_size,
         },
         "checkpoint": str(best),
     }
@@ -610,3 +744,28 @@ def _stop_on_signals() -> Iterator[dict[str, int]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+class _NullWriter:
+    """Stands in for the SummaryWriter on ranks other than 0: every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """`train.precision` -> the autocast dtype (None for fp32), refusing combinations that cannot work."""
+    if precision == "fp32":
+        return None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.precision={precision} needs a CPU or CUDA device, not {device}; use fp32")
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.precision=bf16: this GPU has no bfloat16; use fp16 or fp32")
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+        if device.type == "cpu" and not native():
+            log.warning("train.precision=bf16: oneDNN reports no native bf16 on this CPU; expect it to be slow")
+        return torch.bfloat16
+    if device.type == "cpu":
+        log.warning("train.precision=fp16 on a CPU is slow; CPUs' mixed precision is bf16")
+    return torch.float16

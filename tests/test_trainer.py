@@ -93,7 +93,8 @@ def test_validation_scores_and_checkpoints(tmp_path):
 
 
 def test_early_stopping_after_patience_validations_without_a_bleu_gain(tmp_path, monkeypatch):
-    bleu = iter([10.0, 12.0, 11.0, 12.0, 9.0, 50.0])
+    # each validation scores twice: free-running BLEU first, then teacher-forced BLEU (same value here)
+    bleu = iter(v for v in [10.0, 12.0, 11.0, 12.0, 9.0, 50.0] for _ in range(2))
     real = trainer_module.score
 
     def fake_score(hyps, refs):

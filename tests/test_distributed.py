@@ -1,0 +1,82 @@
+"""torchrun with two CPU processes (gloo): the same updates as one process on the same global batches."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.config import Config
+from seq2seq.data import make_batch
+from seq2seq.distributed import shard
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.trainer import Trainer, epoch_batches, prepare_data
+from tests.conftest import REPO, tiny_overrides
+
+
+def torchrun(run_dir: Path, spm_cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+    args = [
+        *tiny_overrides(spm_cache, pairs=300, steps=4),
+        "model.dropout=0.0",  # no dropout, so one process can replay the same arithmetic
+        "train.lr_scheduler=none",
+        "train.batch_tokens=300",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*command, "-m", "seq2seq.train", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path, spm_cache):
+    result = torchrun(tmp_path / "ddp", spm_cache)
+    assert "rank 0 of 2 processes" in result.stderr + result.stdout
+    # only rank 0 writes: one TensorBoard event file, one results.json, the checkpoints
+    assert len(list((tmp_path / "ddp").glob("events.out.tfevents.*"))) == 1
+    assert (tmp_path / "ddp" / "results.json").is_file()
+    payload = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert payload["step"] == 4 and payload["world_size"] == 2 and len(payload["rng_by_rank"]) == 2
+
+    # one process, fed step i the union of the two ranks' batches of step i
+    config = Config.from_dict(payload["config"])
+    data = prepare_data(config, Tokenizer.from_dict(payload["tokenizer"]))
+    random.seed(config.train.seed)
+    torch.manual_seed(config.train.seed)
+    trainer = Trainer(config, tmp_path / "single", data)
+    lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+    steps = shard(epoch_batches(*lengths, config.train.batch_tokens, config.train.seed, epoch=1), 2)
+    assert len(steps) >= 4, "the test needs four global steps in the first epoch"
+    for rank_batches in steps[:4]:
+        indices = rank_batches[0] + rank_batches[1]
+        batch = make_batch([data.train_src[i] for i in indices], [data.train_tgt[i] for i in indices])
+        trainer.train_step(batch)
+        trainer.state.step += 1
+    single = trainer.model.state_dict()
+    for name, value in payload["model"].items():
+        assert torch.allclose(single[name], value, atol=1e-5, rtol=1e-4), name
+    # and the run did learn something: the weights moved from their initial values
+    torch.manual_seed(config.train.seed)
+    initial = Trainer(config, tmp_path / "init", data).model.state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in payload["model"].items())
+
+
+def test_resume_under_torchrun_continues_like_an_uninterrupted_run(tmp_path, spm_cache):
+    torchrun(tmp_path / "whole", spm_cache)
+    torchrun(tmp_path / "split", spm_cache, "train.max_steps=2")
+    torchrun(tmp_path / "split", spm_cache, "train.resume=auto")
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert split["step"] == whole["step"] == 4
+    for name, value in whole["model"].items():
+        assert torch.equal(split["model"][name], value), name
+    for a, b in zip(whole["optimizer"]["state"].values(), split["optimizer"]["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
