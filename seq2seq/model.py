@@ -21,6 +21,13 @@ class Seq2Seq(nn.Module):
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """src: (batch, src_len) -> the decoder's memory and initial state."""
         outputs, summary = self.encoder(src, src_lengths)  # (batch, src_len, enc), (batch, enc)
+        return self.memory_from_encoder(outputs, summary, src)
+
+    def memory_from_encoder(self, outputs: Tensor, summary: Tensor, src: Tensor) -> tuple[Memory, DecoderState]:
+        """Encoder outputs (batch, src_len, enc) and summary (batch, enc) -> memory and initial state.
+
+        Split from `encode` so that the insight probe can feed the outputs of its unrolled encoder.
+        """
         attention = self.decoder.attention
         keys = None if attention is None else attention.project_keys(outputs)
         memory = Memory(values=outputs, keys=keys, mask=src != PAD_ID, context=summary)

@@ -1,0 +1,100 @@
+"""PNG figures of what trained models show about themselves, for docs/insight.md.
+
+    python scripts/insight_figures.py CKPT [CKPT ...] --src-file test.de [--tgt-file test.en] --out DIR [--sentences N]
+
+From the first N source lines (and their references, with `--tgt-file`) it writes to DIR:
+
+- `gradient_by_distance.png`: the gradient norm against distance from the source end, one line per
+  checkpoint (labelled by its cell and attention);
+- `gates_LABEL.png`: each checkpoint's gate means and saturated shares, per encoder/decoder layer;
+- `attention_LABEL.png`: each checkpoint's attention heatmap for the first sentence (models with attention).
+
+Without `--tgt-file` each model's own greedy translations stand in for the references.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from seq2seq.checkpoint import model_from_checkpoint  # noqa: E402
+from seq2seq.config import DecodeConfig  # noqa: E402
+from seq2seq.data import make_batch  # noqa: E402
+from seq2seq.insight import (  # noqa: E402
+    attention_figure,
+    gate_figure,
+    gate_statistics,
+    gradient_figure,
+    greedy_attention,
+    norms_by_distance,
+    trace_batch,
+)
+from seq2seq.search import translate_batch  # noqa: E402
+
+
+def read_lines(path: Path, n: int) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [line.rstrip("\n") for line, _ in zip(f, range(n))]
+
+
+def unique_label(label: str, taken: set[str]) -> str:
+    name, k = label, 2
+    while name in taken:
+        name, k = f"{label} ({k})", k + 1
+    taken.add(name)
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--src-file", type=Path, required=True, help="source sentences, one per line")
+    parser.add_argument("--tgt-file", type=Path, help="their references (default: each model's greedy output)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    parser.add_argument("--sentences", type=int, default=16, help="how many lines to use (default 16)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dpi", type=int, default=120)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    src_lines = read_lines(args.src_file, args.sentences)
+    tgt_lines = read_lines(args.tgt_file, args.sentences) if args.tgt_file else None
+    if not src_lines:
+        parser.error(f"{args.src_file} is empty")
+    if tgt_lines is not None and len(tgt_lines) != len(src_lines):
+        parser.error(f"{args.tgt_file} has fewer lines than the {len(src_lines)} source lines used")
+
+    curves: dict[str, list[float]] = {}
+    taken: set[str] = set()
+    for path in args.checkpoints:
+        model, tokenizer, config, _ = model_from_checkpoint(path, args.device)
+        label = unique_label(f"{config.model.cell}, attention={config.model.attention}", taken)
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+        src_ids = tokenizer.encode_src(src_lines)
+        if tgt_lines is not None:
+            tgt_ids = tokenizer.encode_tgt(tgt_lines)
+        else:  # the model's own greedy translations as targets
+            batch = make_batch(src_ids).to(torch.device(args.device))
+            tgt_ids = [hyps[0].tokens for hyps in translate_batch(model, batch, DecodeConfig())]
+        batch = make_batch(src_ids, tgt_ids).to(torch.device(args.device))
+        trace = trace_batch(model, batch)
+        curves[label] = norms_by_distance(trace.grad_norms, trace.src_lengths)
+        gate_figure(gate_statistics(trace.gates), title=label).savefig(args.out / f"gates_{stem}.png", dpi=args.dpi)
+        if model.decoder.attention is not None:
+            (ids, weights), *_ = greedy_attention(model, batch.src[:1], batch.src_lengths[:1])
+            src_pieces = [tokenizer.src.id_to_piece(i) for i in src_ids[0]] + ["</s>"]
+            fig = attention_figure(weights, src_pieces, tokenizer.tgt_pieces(ids), title=label)
+            fig.savefig(args.out / f"attention_{stem}.png", dpi=args.dpi)
+        print(f"{path}: {label}; gradient norm at the end {curves[label][0]:.3g}, farthest {curves[label][-1]:.3g}")
+    title = f"{len(src_lines)} sentences from {args.src_file.name}"
+    gradient_figure(curves, title=title).savefig(args.out / "gradient_by_distance.png", dpi=args.dpi)
+    print(f"figures written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
