@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from seq2seq.checkpoint import load_checkpoint
@@ -37,13 +38,21 @@ def torchrun(run_dir: Path, spm_cache: Path, *overrides: str) -> subprocess.Comp
     return result
 
 
-def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path, spm_cache):
-    result = torchrun(tmp_path / "ddp", spm_cache)
-    assert "rank 0 of 2 processes" in result.stderr + result.stdout
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory, spm_cache) -> tuple[Path, str]:
+    """Four steps with two processes, uninterrupted."""
+    run_dir = tmp_path_factory.mktemp("ddp")
+    result = torchrun(run_dir, spm_cache)
+    return run_dir, result.stdout + result.stderr
+
+
+def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path, whole_run):
+    run_dir, output = whole_run
+    assert "rank 0 of 2 processes" in output
     # only rank 0 writes: one TensorBoard event file, one results.json, the checkpoints
-    assert len(list((tmp_path / "ddp").glob("events.out.tfevents.*"))) == 1
-    assert (tmp_path / "ddp" / "results.json").is_file()
-    payload = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert (run_dir / "results.json").is_file()
+    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert payload["step"] == 4 and payload["world_size"] == 2 and len(payload["rng_by_rank"]) == 2
 
     # one process, fed step i the union of the two ranks' batches of step i
@@ -69,11 +78,10 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path, sp
     assert any(not torch.equal(initial[k], v) for k, v in payload["model"].items())
 
 
-def test_resume_under_torchrun_continues_like_an_uninterrupted_run(tmp_path, spm_cache):
-    torchrun(tmp_path / "whole", spm_cache)
+def test_resume_under_torchrun_continues_like_an_uninterrupted_run(tmp_path, spm_cache, whole_run):
     torchrun(tmp_path / "split", spm_cache, "train.max_steps=2")
     torchrun(tmp_path / "split", spm_cache, "train.resume=auto")
-    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
+    whole = load_checkpoint(whole_run[0] / "checkpoints" / "last.pt")
     split = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert split["step"] == whole["step"] == 4
     for name, value in whole["model"].items():
