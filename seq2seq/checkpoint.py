@@ -71,3 +71,36 @@ def model_from_checkpoint(
         raise CheckpointError(f"{path}: checkpoint contents do not match this version of seq2seq: {reason}") from None
     model.to(device).eval()
     return model, tokenizer, config, payload
+
+
+def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of model state dicts: checkpoint averaging (as in fairseq and Joey NMT).
+
+    Floating-point tensors are summed in float64, divided, and cast back to their own dtype; other
+    tensors (integer buffers such as counters) are copied from the last state dict, taken as the newest.
+    All state dicts must hold the same keys with the same shapes.
+    """
+    if not state_dicts:
+        raise ValueError("average_state_dicts needs at least one state dict")
+    newest = state_dicts[-1]
+    for i, state in enumerate(state_dicts):
+        if state.keys() != newest.keys():
+            missing, extra = sorted(newest.keys() - state.keys()), sorted(state.keys() - newest.keys())
+            raise ValueError(
+                f"cannot average: state dict {i} has different keys from the last one "
+                f"(missing {missing}, unexpected {extra})"
+            )
+        for key, tensor in state.items():
+            if tensor.shape != newest[key].shape:
+                raise ValueError(
+                    f"cannot average {key!r}: shape {tuple(tensor.shape)} in state dict {i}, "
+                    f"{tuple(newest[key].shape)} in the last one"
+                )
+    averaged: dict[str, torch.Tensor] = {}
+    for key, last in newest.items():
+        if last.is_floating_point():
+            total = sum(state[key].to(torch.float64) for state in state_dicts)
+            averaged[key] = (total / len(state_dicts)).to(last.dtype)
+        else:
+            averaged[key] = last.clone()
+    return averaged

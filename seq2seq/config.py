@@ -122,6 +122,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA or a CPU with bf16) | fp16 (CUDA, with a gradient scaler)
     insight: bool = True  # at each validation: attention heatmaps, gate statistics, gradient by source distance
     insight_sentences: int = 4  # the fixed validation sentences the insight pictures and statistics use
+    average_checkpoints: int = 0  # N >= 2: keep the last N validation checkpoints, average them after training
 
 
 @dataclass
@@ -246,6 +247,12 @@ class Config:
             raise ConfigError("train.resume must be a checkpoint path, auto, or null")
         _choice("train.precision", t.precision, PRECISIONS)
         _positive("train.insight_sentences", t.insight_sentences)
+        n = t.average_checkpoints
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(
+                f"train.average_checkpoints must be a non-negative integer (0 or 1: off, N >= 2: average the last N "
+                f"validation checkpoints), got {n!r}"
+            )
 
         validate_decode(dec)
 

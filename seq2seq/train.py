@@ -59,7 +59,8 @@ def hydra_main(cfg: DictConfig) -> float:
     if not results:  # a rank other than 0 under torchrun: rank 0 tests and reports
         return 0.0
     checkpoint = results["checkpoint"]
-    test = results["test"]
+    # the test model: best.pt, or averaged.pt when train.average_checkpoints made a better one
+    test = results["test"]["averaged"] if checkpoint.endswith("averaged.pt") else results["test"]
     print(
         f"test BLEU: greedy {test['greedy']['bleu']:.2f}, beam {test['beam']['bleu']:.2f} "
         f"(chrF {test['beam']['chrf']:.2f}); results in {run_dir / 'results.json'}"

@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from seq2seq import distributed
-from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from seq2seq.checkpoint import average_state_dicts, load_checkpoint, model_from_checkpoint, save_checkpoint
 from seq2seq.config import Config, ConfigError, TrainConfig
 from seq2seq.corpus import ParallelCorpus, length_filter, load_corpus
 from seq2seq.data import make_batch, token_batches
@@ -504,8 +504,29 @@ class Trainer:
             save_checkpoint(self.ckpt_dir / "last.pt", payload)
             if improved:
                 save_checkpoint(self.ckpt_dir / "best.pt", payload)
+            if cfg.average_checkpoints >= 2:
+                self.save_step_checkpoint(payload)
         patience = cfg.early_stopping_patience
         return patience is not None and state.bad_validations >= patience
+
+    def step_checkpoints(self) -> list[Path]:
+        """`checkpoints/step_{step}.pt` (written when `train.average_checkpoints` >= 2), oldest first."""
+        paths = [p for p in self.ckpt_dir.glob("step_*.pt") if p.stem.removeprefix("step_").isdigit()]
+        return sorted(paths, key=self.checkpoint_step)
+
+    @staticmethod
+    def checkpoint_step(path: Path) -> int:
+        return int(path.stem.removeprefix("step_"))
+
+    def save_step_checkpoint(self, payload: dict[str, Any]) -> None:
+        """Rank 0: save this validation's `step_{step}.pt`; keep the last `train.average_checkpoints` of them."""
+        save_checkpoint(self.ckpt_dir / f"step_{self.state.step}.pt", payload)
+        paths = self.step_checkpoints()
+        # a step beyond this one can only be left by an abandoned run that this one resumed from an earlier checkpoint
+        keep = [p for p in paths if self.checkpoint_step(p) <= self.state.step][-self.cfg.average_checkpoints :]
+        for path in paths:
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
     def samples_markdown(self, valid: ParallelCorpus, hyps: list[str]) -> str:
         rows = ["| source | reference | hypothesis |", "| --- | --- | --- |"]
@@ -584,10 +605,57 @@ class Trainer:
         )
 
     # --------------------------------------------------------------------- test
-    def test(self) -> dict[str, Any]:
-        """Score `best.pt` on the test split with greedy and beam search (rank 0 only)."""
-        best = self.ckpt_dir / "best.pt"
-        model, tokenizer, _, _ = model_from_checkpoint(best, self.device)
+    def average_checkpoints(self) -> dict[str, Any] | None:
+        """Rank 0, after training: average the kept `step_*.pt` into `averaged.pt` and score it on the validation set.
+
+        `averaged.pt` is the newest step checkpoint with its weights replaced by the average (so it is as
+        self-contained as `best.pt`), plus `averaged_steps`. Its validation BLEU comes from the same greedy
+        decoding as `validate`. Returns {"path", "steps", "bleu", "chrf"}, or None when
+        `train.average_checkpoints` is off or there are fewer than two step checkpoints to average.
+        """
+        if self.cfg.average_checkpoints < 2:
+            return None
+        paths = self.step_checkpoints()[-self.cfg.average_checkpoints :]
+        if len(paths) < 2:
+            log.info("checkpoint averaging: %d validation checkpoint(s), nothing to average", len(paths))
+            return None
+        steps = [self.checkpoint_step(p) for p in paths]
+        newest = load_checkpoint(paths[-1])
+        weights = [load_checkpoint(p)["model"] for p in paths[:-1]] + [newest["model"]]
+        path = self.ckpt_dir / "averaged.pt"
+        save_checkpoint(path, {**newest, "model": average_state_dicts(weights), "averaged_steps": steps})
+        model, tokenizer, _, _ = model_from_checkpoint(path, self.device)
+        greedy = replace(self.config.decode, beam_size=1, nbest=1)
+        valid = self.valid  # what `validate` scores, decoded the same way
+        hyps = best_strings(
+            tokenizer, translate_sentences(model, tokenizer, valid.src, greedy, self.device, progress=self.progress)
+        )
+        scores = score(hyps, valid.tgt)
+        self.writer.add_scalar("valid/averaged_bleu", scores.bleu, self.state.step)
+        log.info(
+            "averaged steps %s into %s: validation BLEU %.2f  chrF %.2f (best single checkpoint: %.2f at step %d)",
+            ", ".join(map(str, steps)),
+            path,
+            scores.bleu,
+            scores.chrf,
+            self.state.best_bleu,
+            self.state.best_step,
+        )
+        return {"path": str(path), "steps": steps, "bleu": scores.bleu, "chrf": scores.chrf}
+
+    def test(self, averaged: str | Path | None = None) -> dict[str, Any]:
+        """Score `best.pt` on the test split with greedy and beam search (rank 0 only).
+
+        With `averaged` (the path `average_checkpoints` wrote), that model is scored too, under "averaged".
+        """
+        results = self.test_checkpoint(self.ckpt_dir / "best.pt")
+        if averaged is not None:
+            results["averaged"] = self.test_checkpoint(Path(averaged))
+        return results
+
+    def test_checkpoint(self, path: Path) -> dict[str, Any]:
+        """One checkpoint's test scores: {"greedy": {...}, "beam": {...}}."""
+        model, tokenizer, _, _ = model_from_checkpoint(path, self.device)
         test = self.data.test
         results: dict[str, Any] = {}
         for name, beam in (("greedy", 1), ("beam", self.cfg.test_beam_size)):
@@ -600,7 +668,8 @@ class Trainer:
             scores = score(hyps, test.tgt)
             results[name] = {"beam_size": beam, **scores.to_dict(), "sentences_per_sec": round(len(hyps) / seconds, 1)}
             log.info(
-                "test (%s, beam %d): BLEU %.2f  chrF %.2f  [%s]",
+                "test %s (%s, beam %d): BLEU %.2f  chrF %.2f  [%s]",
+                path.name,
                 name,
                 beam,
                 scores.bleu,
@@ -642,14 +711,22 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
         distributed.teardown()
     if not ctx.is_main:
         return {}
-    test = trainer.test()
+    averaged = trainer.average_checkpoints()  # None unless train.average_checkpoints >= 2
+    test = trainer.test(averaged["path"] if averaged else None)
     trainer.writer.close()
-    best = (trainer.ckpt_dir / "best.pt").resolve()
+    valid = {"best_bleu": state.best_bleu, "best_step": state.best_step, "history": state.history}
+    # the test model, the checkpoint to translate with: best.pt, or averaged.pt when its validation BLEU is higher
+    checkpoint = (trainer.ckpt_dir / "best.pt").resolve()
+    if averaged is not None:
+        valid.update(averaged_bleu=averaged["bleu"], averaged_steps=averaged["steps"])
+        if averaged["bleu"] > state.best_bleu:
+            checkpoint = Path(averaged["path"]).resolve()
+        log.info("test model: %s", checkpoint)
     # median over the log windows (the first one, with warm-up, left out when there are others)
     windows = trainer.tokens_per_sec[1:] or trainer.tokens_per_sec or [0.0]
     results = {
         "test": test,
-        "valid": {"best_bleu": state.best_bleu, "best_step": state.best_step, "history": state.history},
+        "valid": valid,
         "train": {
             "steps": state.step,
             "epochs": state.epoch,
@@ -661,7 +738,7 @@ def train(config: Config, run_dir: Path) -> dict[str, Any]:
             "precision": config.train.precision,
             "processes": ctx.world_size,
         },
-        "checkpoint": str(best),
+        "checkpoint": str(checkpoint),
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("results written to %s", run_dir / "results.json")
