@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.checkpoint import CheckpointError
@@ -33,29 +34,22 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         config = Config.from_dict(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
     except ConfigError as exc:
-        log.error("config error: %s", exc)
-        sys.exit(2)
+        return _fail(2, f"config error: {exc}")
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 speaks for all
         logging.getLogger().setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run directory: %s", run_dir)
     try:
         results = train(config, run_dir)
-    except ConfigError as exc:
-        log.error("config error: %s", exc)
-        sys.exit(2)
-    except CheckpointError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    except (ConfigError, CheckpointError) as exc:
+        return _fail(2, f"config error: {exc}" if isinstance(exc, ConfigError) else str(exc))
     except CorpusError as exc:
-        log.error("data error: %s", exc)
-        sys.exit(1)
+        return _fail(1, f"data error: {exc}")
     except TrainingInterrupted as exc:
         log.error("%s", exc)
-        sys.exit(128 + exc.signum)
+        sys.exit(128 + exc.signum)  # a signal stops a whole sweep too
     except TrainingDiverged as exc:
-        log.error("training diverged: %s", exc)
-        sys.exit(1)
+        return _fail(1, f"training diverged: {exc}")
     if not results:  # a rank other than 0 under torchrun: rank 0 tests and reports
         return 0.0
     checkpoint = results["checkpoint"]
@@ -68,6 +62,15 @@ def hydra_main(cfg: DictConfig) -> float:
     print("translate with:")
     print(f"  python -m seq2seq.translate {shlex.quote(checkpoint)} < input.{config.data.src_lang}")
     return float(results["valid"]["best_bleu"])
+
+
+def _fail(exit_code: int, message: str) -> float:
+    """Log a one-line error and exit; in a sweep (`-m`) let the other jobs run (the job has no results.json)."""
+    log.error("%s", message)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.error("this sweep job failed (exit status would be %d); the sweep goes on", exit_code)
+        return float("nan")
+    sys.exit(exit_code)
 
 
 def main() -> None:

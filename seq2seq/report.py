@@ -1,0 +1,291 @@
+"""Compare the runs of a Hydra multirun: a markdown table and a plot of validation BLEU against time.
+
+python -m seq2seq.report MULTIRUN_DIR [--png PATH] [--sort job|name|val_bleu|test_bleu] [--json]
+
+A job is any folder under MULTIRUN_DIR that holds a `.hydra/` folder (Hydra writes one per job, with the
+composed `config.yaml` and the command-line `overrides.yaml`); a finished job also holds `results.json`
+(written by `seq2seq.trainer.train`). Each run is named by the overrides that differ between the jobs,
+e.g. `+experiment=gru` or `model.attention=luong_general`. The library part (`collect_rows`, `sort_rows`,
+`format_table`, `plot_valid_bleu`) needs no command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PNG_NAME = "valid_bleu_vs_time.png"
+SORT_KEYS = ("job", "name", "val_bleu", "test_bleu")
+NOT_FINISHED = "no results.json"  # crashed, or still running
+SKIP_DIRS = {".hydra", "checkpoints"}
+
+
+class ReportError(RuntimeError):
+    """The folder holds no Hydra job."""
+
+
+# ------------------------------------------------------------------ collecting
+def find_job_dirs(root: Path) -> list[Path]:
+    """Every folder under `root` (itself included) holding a `.hydra/` folder, in natural order (2 before 10)."""
+    jobs: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        if ".hydra" in dirnames:
+            jobs.append(Path(dirpath))
+            dirnames[:] = []  # a job folder holds no other job
+        else:
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+    return sorted(jobs, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+
+
+def collect_rows(multirun_dir: Path | str) -> list[dict[str, Any]]:
+    """One row per job under `multirun_dir`; raises ReportError when there is none.
+
+    A row holds the run's label, its job folder, `finished` (whether `results.json` exists), cell and attention
+    (from the job's config), and for a finished job the scores and timings of `results.json` plus its
+    validation history (`step`, `minutes`, `bleu` per validation); the other fields are None.
+    """
+    root = Path(multirun_dir)
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory")
+    job_dirs = find_job_dirs(root)
+    if not job_dirs:
+        raise ReportError(f"no Hydra job (a folder holding .hydra/) under {root}")
+    overrides = [_read_yaml(job / ".hydra" / "overrides.yaml") or [] for job in job_dirs]
+    labels = run_labels([[str(o) for o in job] for job in overrides])
+    rows = []
+    for job, label, job_overrides in zip(job_dirs, labels, overrides):
+        name = job.relative_to(root).as_posix()
+        if name == ".":  # MULTIRUN_DIR is itself a run folder
+            name = job.resolve().name
+        rows.append(_job_row(job, label or name, name, job_overrides))
+    _disambiguate(rows)
+    return rows
+
+
+def run_labels(overrides: list[list[str]]) -> list[str]:
+    """For each job, the overrides whose value differs between the jobs, joined by spaces ('' when none do)."""
+    parsed = [dict(_split_override(o) for o in job) for job in overrides]
+    keys: list[str] = []
+    for job in parsed:
+        keys += [k for k in job if k not in keys]
+    differing = [k for k in keys if len({job.get(k, "<unset>") for job in parsed}) > 1]
+    return [" ".join(_join_override(k, job[k]) for k in differing if k in job) for job in parsed]
+
+
+def _job_row(job: Path, label: str, name: str, overrides: list[Any]) -> dict[str, Any]:
+    config = _read_yaml(job / ".hydra" / "config.yaml") or {}
+    model = config.get("model") or {}
+    row: dict[str, Any] = {
+        "run": label,
+        "job": name,
+        "dir": str(job),
+        "overrides": [str(o) for o in overrides],
+        "finished": False,
+        "cell": model.get("cell"),
+        "attention": model.get("attention"),
+        "parameters": None,
+        "best_val_bleu": None,
+        "best_step": None,
+        "test_bleu_greedy": None,
+        "test_bleu_beam": None,
+        "beam_size": None,
+        "tokens_per_sec": None,
+        "train_minutes": None,
+        "total_minutes": None,
+        "steps": None,
+        "device": None,
+        "history": [],
+    }
+    results_path = job / "results.json"
+    if not results_path.is_file():
+        return row
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return row  # being written, or truncated: report it as not finished
+    test, valid, train = results.get("test", {}), results.get("valid", {}), results.get("train", {})
+    row.update(
+        finished=True,
+        parameters=train.get("parameters"),
+        best_val_bleu=valid.get("best_bleu"),
+        best_step=valid.get("best_step"),
+        test_bleu_greedy=test.get("greedy", {}).get("bleu"),
+        test_bleu_beam=test.get("beam", {}).get("bleu"),
+        beam_size=test.get("beam", {}).get("beam_size"),
+        tokens_per_sec=train.get("tokens_per_sec"),
+        train_minutes=train.get("minutes"),
+        total_minutes=train.get("total_minutes"),
+        steps=train.get("steps"),
+        device=train.get("device"),
+        history=_history(valid.get("history", [])),
+    )
+    return row
+
+
+def _history(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Validation points; minutes made cumulative (a resumed run's clock restarts from 0)."""
+    points, offset, previous = [], 0.0, 0.0
+    for r in rows:
+        minutes = float(r["minutes"])
+        if minutes + offset < previous:
+            offset = previous
+        previous = minutes + offset
+        points.append({"step": r["step"], "minutes": round(previous, 3), "bleu": r["bleu"]})
+    return points
+
+
+def _disambiguate(rows: list[dict[str, Any]]) -> None:
+    """Two jobs with the same label (e.g. nested sweeps that repeat a setting) get their folder appended."""
+    labels = [r["run"] for r in rows]
+    for row in rows:
+        if labels.count(row["run"]) > 1:
+            row["run"] = f"{row['run']} [{row['job']}]"
+
+
+# ------------------------------------------------------------------ sorting and formatting
+def sort_rows(rows: list[dict[str, Any]], key: str = "job") -> list[dict[str, Any]]:
+    """`job`: sweep order; `name`: by label; `val_bleu`/`test_bleu` (beam): best first, unfinished jobs last."""
+    if key not in SORT_KEYS:
+        raise ValueError(f"sort key {key!r}: expected one of {', '.join(SORT_KEYS)}")
+    if key == "job":
+        return list(rows)
+    if key == "name":
+        return sorted(rows, key=lambda r: _natural_key(r["run"]))
+    field = "best_val_bleu" if key == "val_bleu" else "test_bleu_beam"
+    return sorted(rows, key=lambda r: (r[field] is None, -(r[field] or 0.0)))
+
+
+TABLE_COLUMNS = (
+    "run",
+    "cell",
+    "attention",
+    "parameters",
+    "best val BLEU",
+    "test BLEU greedy",
+    "test BLEU beam",
+    "tokens/s",
+    "train minutes",
+    "best step",
+)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table, one line per row; an unfinished job's row says so in its parameters column."""
+    lines = [_table_cells(row) for row in rows]
+    widths = [max([len(c)] + [len(line[i]) for line in lines]) for i, c in enumerate(TABLE_COLUMNS)]
+    numeric = [False, False, False] + [True] * (len(TABLE_COLUMNS) - 3)
+
+    def fmt(cells: list[str] | tuple[str, ...]) -> str:
+        padded = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join("-" * (w - 1) + ":" if num else "-" * w for w, num in zip(widths, numeric)) + " |"
+    return "\n".join([fmt(TABLE_COLUMNS), rule] + [fmt(line) for line in lines])
+
+
+def _table_cells(row: dict[str, Any]) -> list[str]:
+    head = [row["run"].replace("|", "\\|"), str(row["cell"] or "?"), str(row["attention"] or "?")]
+    if not row["finished"]:
+        return head + [NOT_FINISHED] + ["—"] * (len(TABLE_COLUMNS) - 4)
+    beam = _number(row["test_bleu_beam"], ".2f")
+    if row["beam_size"] is not None and beam != "—":
+        beam += f" (beam {row['beam_size']})"
+    return head + [
+        _number(row["parameters"], ",d"),
+        _number(row["best_val_bleu"], ".2f"),
+        _number(row["test_bleu_greedy"], ".2f"),
+        beam,
+        _number(row["tokens_per_sec"], ",.0f"),
+        _number(row["train_minutes"], ".2f"),
+        _number(row["best_step"], "d"),
+    ]
+
+
+def _number(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+# ------------------------------------------------------------------ plotting
+def plot_valid_bleu(rows: list[dict[str, Any]], path: Path | str, title: str | None = None) -> Path:
+    """Write a PNG of validation BLEU against wall-clock training minutes, one labelled line per finished run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for row in rows:
+        if row["history"]:
+            minutes = [p["minutes"] for p in row["history"]]
+            bleu = [p["bleu"] for p in row["history"]]
+            ax.plot(minutes, bleu, marker="o", markersize=3, label=row["run"])
+    ax.set_xlabel("wall-clock training minutes")
+    ax.set_ylabel("validation BLEU (greedy)")
+    ax.set_title(title or "Validation BLEU against time")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # beside the axes, so that long labels never hide a line
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+# ------------------------------------------------------------------ helpers
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _split_override(override: str) -> tuple[str, str | None]:
+    key, sep, value = override.partition("=")
+    return key, (value if sep else None)
+
+
+def _join_override(key: str, value: str | None) -> str:
+    return key if value is None else f"{key}={value}"
+
+
+def _natural_key(text: str) -> list[Any]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part]
+
+
+# ------------------------------------------------------------------ command line
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seq2seq.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun folder (hydra.sweep.dir), or any run folder")
+    parser.add_argument("--png", type=Path, help=f"where to write the plot (default: MULTIRUN_DIR/{PNG_NAME})")
+    parser.add_argument("--sort", choices=SORT_KEYS, default="job", help="row order (default: job, the sweep order)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    args = parser.parse_args(argv)
+    try:
+        rows = sort_rows(collect_rows(args.multirun_dir), args.sort)
+    except ReportError as exc:
+        print(f"seq2seq.report: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+    for row in rows:
+        if not row["finished"]:
+            print(f"seq2seq.report: {row['dir']}: {NOT_FINISHED} (crashed or still running)", file=sys.stderr)
+    if not any(row["finished"] for row in rows):
+        print(f"seq2seq.report: no job under {args.multirun_dir} has finished", file=sys.stderr)
+        return 1
+    png = plot_valid_bleu(rows, args.png or args.multirun_dir / PNG_NAME)
+    print(f"seq2seq.report: plot written to {png}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
