@@ -133,6 +133,7 @@ def measure_training(args: argparse.Namespace) -> dict:
         "batch_tokens": batch_tokens,
         "threads": torch.get_num_threads(),
         "device": str(trainer.device),
+        "precision": config.train.precision,
         "parameters": count_parameters(trainer.model),
         "vocab": [data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size],
         "peak_rss_mb": round(peak_rss_mb()),
@@ -280,7 +281,7 @@ def markdown(report: dict) -> str:
         f"| training target tokens/s (median of {len(t['tokens_per_sec_windows'])} windows) | {t['tokens_per_sec']} |",
         f"| training windows (tokens/s) | {', '.join(map(str, t['tokens_per_sec_windows']))} |",
         f"| batch budget / mean sentences per batch | {t['batch_tokens']} tokens / {t['sentences_per_batch']} |",
-        f"| threads / device | {t['threads']} / {t['device']} |",
+        f"| threads / device / precision | {t['threads']} / {t['device']} / {t.get('precision', 'fp32')} |",
         f"| parameters | {t['parameters']:,} |",
         f"| training peak RSS | {t['peak_rss_mb']} MB |",
     ]
