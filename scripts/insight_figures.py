@@ -15,6 +15,7 @@ Without `--tgt-file` each model's own greedy translations stand in for the refer
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.tgt_file} has fewer lines than the {len(src_lines)} source lines used")
 
     curves: dict[str, list[float]] = {}
+    gates: dict[str, dict[str, float]] = {}
     taken: set[str] = set()
     for path in args.checkpoints:
         model, tokenizer, config, _ = model_from_checkpoint(path, args.device)
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         batch = make_batch(src_ids, tgt_ids).to(torch.device(args.device))
         trace = trace_batch(model, batch)
         curves[label] = norms_by_distance(trace.grad_norms, trace.src_lengths)
-        gate_figure(gate_statistics(trace.gates), title=label).savefig(args.out / f"gates_{stem}.png", dpi=args.dpi)
+        gates[label] = gate_statistics(trace.gates)
+        gate_figure(gates[label], title=label).savefig(args.out / f"gates_{stem}.png", dpi=args.dpi)
         if model.decoder.attention is not None:
             (ids, weights), *_ = greedy_attention(model, batch.src[:1], batch.src_lengths[:1])
             src_pieces = [tokenizer.src.id_to_piece(i) for i in src_ids[0]] + ["</s>"]
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path}: {label}; gradient norm at the end {curves[label][0]:.3g}, farthest {curves[label][-1]:.3g}")
     title = f"{len(src_lines)} sentences from {args.src_file.name}"
     gradient_figure(curves, title=title).savefig(args.out / "gradient_by_distance.png", dpi=args.dpi)
+    numbers = {"gradient_by_distance": curves, "gates": gates}  # the figures' numbers, for the text beside them
+    (args.out / "insight.json").write_text(json.dumps(numbers, indent=1) + "\n")
     print(f"figures written to {args.out}")
 
 

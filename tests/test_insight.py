@@ -221,6 +221,7 @@ def test_no_heatmaps_without_attention(tokenizer):
 # ------------------------------------------------------------------- the docs script
 def test_the_figures_script_writes_one_png_set_per_checkpoint(tokenizer, tmp_path):
     import importlib.util
+    import json
 
     from seq2seq.checkpoint import save_checkpoint
     from seq2seq.config import Config
@@ -251,6 +252,15 @@ def test_the_figures_script_writes_one_png_set_per_checkpoint(tokenizer, tmp_pat
         "gates_rnn_attention_none.png",
         "gradient_by_distance.png",
     ]
+    numbers = json.loads((out / "insight.json").read_text())
+    assert (
+        set(numbers["gradient_by_distance"])
+        == set(numbers["gates"])
+        == {
+            "gru, attention=bahdanau",
+            "rnn, attention=none",
+        }
+    )
     # without references, the model's own greedy output stands in
     script.main([str(checkpoints[0]), *common, "--sentences", "1", "--out", str(out / "own")])
     assert (out / "own" / "gradient_by_distance.png").stat().st_size > 1000
