@@ -294,6 +294,7 @@ class Trainer:
                     window_tokens, window_start, window_loss = 0, time.monotonic(), 0.0
                 if state.bad_steps_in_a_row > cfg.max_bad_steps:
                     self.save_last()
+                    bar.close()
                     raise TrainingDiverged(
                         f"{state.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient "
                         f"(train.max_bad_steps={cfg.max_bad_steps}); the last good weights are in "
