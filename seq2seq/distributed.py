@@ -58,18 +58,17 @@ class DistributedContext:
 
     def sum(self, *values: float) -> tuple[float, ...]:
         """Element-wise sums over ranks of a few numbers (token counts, losses)."""
-        if not self.enabled:
-            return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tuple(tensor.tolist())
+        return self._all_reduce(values, dist.ReduceOp.SUM)
 
     def max(self, *values: float) -> tuple[float, ...]:
         """Element-wise maxima over ranks: a flag set on any rank is set on all."""
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: tuple[float, ...], op: Any) -> tuple[float, ...]:
         if not self.enabled:
             return values
         tensor = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        dist.all_reduce(tensor, op=op)
         return tuple(tensor.tolist())
 
     def _comm_device(self) -> torch.device:
