@@ -443,13 +443,7 @@ class Trainer:
         """
         state, valid = self.state, self.valid
         loss, forced = self.validation_loss()
-        greedy = replace(self.config.decode, beam_size=1, nbest=1)
-        hyps = best_strings(
-            self.data.tokenizer,
-            translate_sentences(
-                self.model, self.data.tokenizer, valid.src, greedy, self.device, progress=self.progress
-            ),
-        )
+        hyps = self.greedy_validation(self.model, self.data.tokenizer)
         scores = score(hyps, valid.tgt)
         teacher_forced_bleu = score(forced, valid.tgt).bleu
         row = {
@@ -483,6 +477,12 @@ class Trainer:
         for i in range(min(self.cfg.num_samples, len(hyps))):
             log.info("  source:     %s\n  reference:  %s\n  hypothesis: %s", valid.src[i], valid.tgt[i], hyps[i])
         return row
+
+    def greedy_validation(self, model: Seq2Seq, tokenizer: Tokenizer) -> list[str]:
+        """`model`'s greedy translations of the validation sources: what validation BLEU scores."""
+        greedy = replace(self.config.decode, beam_size=1, nbest=1)
+        hypotheses = translate_sentences(model, tokenizer, self.valid.src, greedy, self.device, progress=self.progress)
+        return best_strings(tokenizer, hypotheses)
 
     def validate_and_checkpoint(self, start: float) -> bool:
         """Validate (rank 0), share the result, save last.pt/best.pt; True when early stopping says stop.
@@ -626,12 +626,7 @@ class Trainer:
         path = self.ckpt_dir / "averaged.pt"
         save_checkpoint(path, {**newest, "model": average_state_dicts(weights), "averaged_steps": steps})
         model, tokenizer, _, _ = model_from_checkpoint(path, self.device)
-        greedy = replace(self.config.decode, beam_size=1, nbest=1)
-        valid = self.valid  # what `validate` scores, decoded the same way
-        hyps = best_strings(
-            tokenizer, translate_sentences(model, tokenizer, valid.src, greedy, self.device, progress=self.progress)
-        )
-        scores = score(hyps, valid.tgt)
+        scores = score(self.greedy_validation(model, tokenizer), self.valid.tgt)  # as `validate` scores
         self.writer.add_scalar("valid/averaged_bleu", scores.bleu, self.state.step)
         log.info(
             "averaged steps %s into %s: validation BLEU %.2f  chrF %.2f (best single checkpoint: %.2f at step %d)",
