@@ -21,10 +21,21 @@ from seq2seq.translate import add_decode_arguments, load_for_decoding
 
 
 def read_lines(path: str) -> list[str]:
-    """One sentence per line (UTF-8; `.gz` allowed)."""
+    """One sentence per line (UTF-8; `.gz` allowed), split the way `seq2seq.translate` splits its input.
+
+    Only "\n" ends a line (a trailing "\r" is dropped, a lone one stays inside its line), so
+    `evaluate --src F` translates exactly the lines `translate < F` would. Bytes that are not UTF-8 are
+    an error naming the file and line: a reference cannot be scored with replaced characters.
+    """
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        return [line.rstrip("\r\n") for line in f]
+    lines = []
+    with opener(path, "rb") as f:  # type: ignore[operator]
+        for number, raw in enumerate(f, start=1):
+            try:
+                lines.append(raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}, line {number}: not UTF-8 ({exc.reason})") from None
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     try:
         src, ref = read_lines(args.src), read_lines(args.ref)
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
     if len(src) != len(ref):

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.config import DecodeConfig, ModelConfig, TokenizerConfig
+from seq2seq.evaluate import read_lines
 from seq2seq.model import build_model
 from seq2seq.tokenizer import build_tokenizer
 from seq2seq.translate import read_chunks, translate_stream
@@ -88,3 +89,13 @@ def test_random_unicode_lines_give_one_line_each(tiny, lines):
 def test_read_chunks_splits_on_newline_only():
     chunks = list(read_chunks(io.BytesIO(b"a\rb\nc\x85d\n\ne"), size=2))
     assert chunks == [["a\rb", "c\ufffdd"], ["", "e"]]  # \x85 alone is not UTF-8: replaced, not a line break
+
+
+def test_evaluate_reads_lines_like_translate(tmp_path):
+    data = b"a\rb\nc d\r\n\ne"
+    (tmp_path / "src.txt").write_bytes(data)
+    expected = [line for chunk in read_chunks(io.BytesIO(data), size=10) for line in chunk]
+    assert read_lines(str(tmp_path / "src.txt")) == expected == ["a\rb", "c d", "", "e"]
+    (tmp_path / "bad.txt").write_bytes(b"ok\nbad \xff\n")
+    with pytest.raises(ValueError, match=r"bad\.txt, line 2: not UTF-8"):
+        read_lines(str(tmp_path / "bad.txt"))
