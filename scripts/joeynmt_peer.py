@@ -498,7 +498,7 @@ def main() -> None:
         epochs=args.epochs,
         updates=args.updates,
         validation_freq=args.validation_freq,
-        logging_freq=100,
+        logging_freq=math.gcd(100, args.validation_freq),  # Joey wants validation_freq % logging_freq == 0
     )
     path = write_yaml(cfg, out / "config.yaml")
     print(f"{venv_python(DEFAULT_VENV)} -m joeynmt train {path}")

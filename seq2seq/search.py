@@ -1,9 +1,11 @@
 """Greedy and beam search over one shared step function.
 
-Both searches take `step(prev_tokens, state) -> (log_probs, state)`, where
-`state` knows how to `index_select` its batch rows; the model provides that step
-(`Seq2Seq.decode_step`), and a test can provide a hand-made one. Greedy is the
-beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
+Both searches take `step(prev_tokens, state) -> (log_probs, state)`; the model provides that step
+(`model_step`, around `Seq2Seq.decode_step`), and a test can provide a hand-made one. The state
+answers two calls: `index_select(rows)` keeps only some rows (a sentence that is done leaves the
+batch, so no time is spent on it), and `reorder(rows)` moves rows within each sentence's beam
+(beam search only; whatever a sentence's beams share, like the encoder memory, can stay put).
+Greedy is the beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data import Batch
+from seq2seq.decoder import DecoderState, Memory
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 S = TypeVar("S")
@@ -40,19 +43,24 @@ def greedy_search(
     step: StepFn, state: Any, max_lengths: Tensor, bos: int = BOS_ID, eos: int = EOS_ID
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step. max_lengths: (batch,) output tokens allowed."""
-    batch = max_lengths.size(0)
-    prev = torch.full((batch,), bos, dtype=torch.long, device=max_lengths.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=max_lengths.device)
-    tokens, log_probs = [], []
-    for t in range(int(max_lengths.max())):
-        step_log_probs, state = step(prev, state)  # (batch, vocab)
+    batch, steps, device = max_lengths.size(0), int(max_lengths.max()), max_lengths.device
+    tokens = torch.full((batch, steps), eos, dtype=torch.long, device=device)  # (batch, steps)
+    log_probs = torch.zeros(batch, steps, device=device)  # (batch, steps)
+    live = torch.arange(batch, device=device)  # the sentences still being decoded
+    limits = max_lengths
+    prev = torch.full((batch,), bos, dtype=torch.long, device=device)
+    for t in range(steps):
+        step_log_probs, state = step(prev, state)  # (live, vocab)
         best, prev = step_log_probs.max(dim=1)
-        tokens.append(prev)
-        log_probs.append(best)
-        finished |= (prev == eos) | (t + 1 >= max_lengths)
-        if bool(finished.all()):
-            break
-    rows, row_log_probs = torch.stack(tokens, 1).tolist(), torch.stack(log_probs, 1).tolist()
+        tokens[live, t], log_probs[live, t] = prev, best
+        finished = (prev == eos) | (t + 1 >= limits)
+        if bool(finished.any()):
+            if bool(finished.all()):
+                break
+            keep = (~finished).nonzero().squeeze(1)
+            live, limits, prev = live[keep], limits[keep], prev[keep]
+            state = state.index_select(keep)
+    rows, row_log_probs = tokens[:, : t + 1].tolist(), log_probs[:, : t + 1].tolist()
     return [_cut(row, lp, limit, eos) for row, lp, limit in zip(rows, row_log_probs, max_lengths.tolist())]
 
 
@@ -84,43 +92,48 @@ def beam_search(
     """
     batch, k = max_lengths.size(0), beam_size
     device = max_lengths.device
-    scores = torch.zeros(batch, k, device=device)  # (batch, beam) summed log-probs of the live hypotheses
+    scores = torch.zeros(batch, k, device=device)  # (live, beam) summed log-probs of the live hypotheses
     scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand
-    history = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)
-    offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (batch, 1)
+    history = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)  # (live*beam, t+1)
+    beam_rows = torch.arange(k, device=device)
+    live = list(range(batch))  # the sentences still being decoded, in row order
     ended: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = [False] * batch
     limits = max_lengths.tolist()
     for t in range(int(max_lengths.max())):
-        log_probs, state = step(history[:, -1], state)  # (batch*beam, vocab)
+        n = len(live)
+        log_probs, state = step(history[:, -1], state)  # (live*beam, vocab)
         vocab = log_probs.size(1)
-        candidates = scores.unsqueeze(2) + log_probs.view(batch, k, vocab)  # (batch, beam, vocab)
-        top_scores, top_index = candidates.view(batch, -1).topk(2 * k, dim=1)  # (batch, 2*beam)
+        candidates = scores.unsqueeze(2) + log_probs.view(n, k, vocab)  # (live, beam, vocab)
+        top_scores, top_index = candidates.view(n, -1).topk(2 * k, dim=1)  # (live, 2*beam)
         top_beam, top_token = top_index // vocab, top_index % vocab
         # Candidates ending in EOS among the best k end their hypothesis.
         is_eos = top_token == eos
-        for b, j in (is_eos[:, :k]).nonzero().tolist():
-            if not done[b]:
-                row = history[offsets[b, 0] + top_beam[b, j], 1:].tolist()
-                _finish(ended[b], row, float(top_scores[b, j]), alpha, eos_counted=True)
+        for i, j in is_eos[:, :k].nonzero().tolist():
+            row = history[i * k + top_beam[i, j], 1:].tolist()
+            _finish(ended[live[i]], row, float(top_scores[i, j]), alpha, eos_counted=True)
         # The best k candidates that do not end in EOS live on (there are always k: at most one EOS per beam).
-        alive = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :k]  # (batch, beam) positions
+        alive = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :k]  # (live, beam) positions
         scores = top_scores.gather(1, alive)
+        offsets = torch.arange(n, device=device).unsqueeze(1) * k  # (live, 1) each sentence's first row
         beams = (offsets + top_beam.gather(1, alive)).view(-1)  # rows to continue from
-        new_tokens = top_token.gather(1, alive).view(-1, 1)
-        history = torch.cat([history.index_select(0, beams), new_tokens], dim=1)
-        state = state.index_select(beams)
-        for b in range(batch):
-            if done[b]:
-                continue
+        history = torch.cat([history.index_select(0, beams), top_token.gather(1, alive).view(-1, 1)], dim=1)
+        going_on = []
+        for i, b in enumerate(live):
             if t + 1 >= limits[b]:  # out of length: the live hypotheses end here, unfinished
                 for j in range(k):
-                    _finish(ended[b], history[b * k + j, 1:].tolist(), float(scores[b, j]), alpha, eos_counted=False)
-                done[b] = True
-            elif len(ended[b]) >= k:
-                done[b] = True
-        if all(done):
+                    _finish(ended[b], history[i * k + j, 1:].tolist(), float(scores[i, j]), alpha, eos_counted=False)
+            elif len(ended[b]) < k:
+                going_on.append(i)
+        if not going_on:
             break
+        if len(going_on) == n:
+            state = state.reorder(beams)
+        else:  # done sentences leave the batch: one selection both reorders and drops rows
+            keep = torch.tensor(going_on, device=device)
+            rows = (keep.unsqueeze(1) * k + beam_rows).view(-1)
+            state = state.index_select(beams.index_select(0, rows))
+            history, scores = history.index_select(0, rows), scores.index_select(0, keep)
+            live = [live[i] for i in going_on]
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:nbest] for hyps in ended]
 
 
@@ -131,19 +144,40 @@ def _finish(ended: list[Hypothesis], tokens: list[int], log_prob: float, alpha: 
     ended.append(Hypothesis(tokens, log_prob, log_prob / length_penalty(length, alpha)))
 
 
+@dataclass
+class ModelState:
+    """A search row of the model: its decoder state and the encoder memory it attends to."""
+
+    decoder: DecoderState
+    memory: Memory
+
+    def index_select(self, rows: Tensor) -> ModelState:
+        return ModelState(self.decoder.index_select(rows), self.memory.index_select(rows))
+
+    def reorder(self, rows: Tensor) -> ModelState:
+        """Rows within each sentence's beam: their memory rows are equal, so the memory stays."""
+        return ModelState(self.decoder.index_select(rows), self.memory)
+
+
+def model_step(model: Any) -> StepFn:
+    """The search step of a `Seq2Seq`: prev (rows,), ModelState -> log-probs (rows, vocab), ModelState."""
+
+    def step(prev: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
+        log_probs, decoder, _ = model.decode_step(prev, state.decoder, state.memory)
+        return log_probs, ModelState(decoder, state.memory)
+
+    return step
+
+
 @torch.no_grad()
 def translate_batch(model: Any, batch: Batch, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     """Decode one batch with `model` (a `Seq2Seq`); greedy when `cfg.beam_size == 1`."""
-    memory, state = model.encode(batch.src, batch.src_lengths)
+    memory, decoder_state = model.encode(batch.src, batch.src_lengths)
+    state = ModelState(decoder_state, memory)
     source_lengths = (batch.src_lengths - 1).float()  # without the EOS
     max_lengths = (cfg.max_len_a * source_lengths + cfg.max_len_b).long().clamp(min=1).to(batch.src.device)
-    if cfg.beam_size > 1:  # every sentence's memory and state, once per beam
-        repeat = torch.arange(batch.size, device=batch.src.device).repeat_interleave(cfg.beam_size)
-        memory, state = memory.index_select(repeat), state.index_select(repeat)
-
-    def step(prev: Tensor, st: Any) -> tuple[Tensor, Any]:
-        return model.decode_step(prev, st, memory)[:2]
-
     if cfg.beam_size == 1:
-        return [[h] for h in greedy_search(step, state, max_lengths)]
-    return beam_search(step, state, max_lengths, cfg.beam_size, cfg.alpha, cfg.nbest)
+        return [[h] for h in greedy_search(model_step(model), state, max_lengths)]
+    # every sentence's memory and state, once per beam (sentence-major rows)
+    state = state.index_select(torch.arange(batch.size, device=batch.src.device).repeat_interleave(cfg.beam_size))
+    return beam_search(model_step(model), state, max_lengths, cfg.beam_size, cfg.alpha, cfg.nbest)

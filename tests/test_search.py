@@ -8,7 +8,7 @@ import torch
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.data import make_batch
 from seq2seq.model import build_model
-from seq2seq.search import beam_search, greedy_search, translate_batch
+from seq2seq.search import ModelState, beam_search, greedy_search, model_step, translate_batch
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 
@@ -18,10 +18,11 @@ def test_beam_size_one_gives_the_greedy_output(cell, attention):
     model = build_model(ModelConfig(cell=cell, attention=attention, embedding_size=16, hidden_size=24), 40, 30).eval()
     batch = make_batch([[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]])
     # beam_search itself with one beam (not the greedy shortcut):
-    memory, state = model.encode(batch.src, batch.src_lengths)
+    memory, decoder_state = model.encode(batch.src, batch.src_lengths)
+    state = ModelState(decoder_state, memory)
     max_lengths = torch.full((batch.size,), 12)
-    beam = beam_search(lambda p, s: model.decode_step(p, s, memory)[:2], state, max_lengths, beam_size=1, alpha=0.6)
-    greedy_direct = greedy_search(lambda p, s: model.decode_step(p, s, memory)[:2], state, max_lengths)
+    beam = beam_search(model_step(model), state, max_lengths, beam_size=1, alpha=0.6)
+    greedy_direct = greedy_search(model_step(model), state, max_lengths)
     assert [h[0].tokens for h in beam] == [h.tokens for h in greedy_direct]
     for b, g in zip(beam, greedy_direct):
         assert b[0].log_prob == pytest.approx(g.log_prob, abs=1e-5)
@@ -35,6 +36,8 @@ class TableState:
 
     def index_select(self, index):
         return TableState([self.prefixes[i] for i in index.tolist()])
+
+    reorder = index_select
 
 
 A, B = 4, 5  # two ordinary tokens; vocabulary = {pad, unk, bos, eos, A, B}
@@ -89,3 +92,56 @@ def test_nbest_returns_k_distinct_hypotheses_best_first():
     assert len(hyps) == 3
     assert len({tuple(h.tokens) for h in hyps}) == 3
     assert hyps[0].score >= hyps[1].score >= hyps[2].score
+
+
+@dataclass
+class CountdownState:
+    """Hand-made rows: which sentence each row decodes and how many steps it has taken."""
+
+    sentence: list[int]
+    steps: list[int]
+
+    def index_select(self, index):
+        return CountdownState([self.sentence[i] for i in index.tolist()], [self.steps[i] for i in index.tolist()])
+
+    reorder = index_select
+
+
+def countdown_step(lengths, seen_rows):
+    """Sentence s prefers A for lengths[s] steps (B second, EOS unlikely), then ends with near certainty."""
+
+    def step(prev, state):
+        seen_rows.append(len(state.sentence))
+        rows = []
+        for s, t in zip(state.sentence, state.steps):
+            probs = torch.full((VOCAB,), 1e-6)
+            if t < lengths[s]:
+                probs[A], probs[B], probs[EOS_ID] = 0.7, 0.25, 0.05
+            else:
+                probs[EOS_ID] = 0.98
+            rows.append((probs / probs.sum()).log())
+        return torch.stack(rows), CountdownState(state.sentence, [t + 1 for t in state.steps])
+
+    return step
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_done_sentences_leave_the_batch_and_change_nothing(beam_size):
+    lengths = [1, 6, 3]
+    max_lengths = torch.tensor([10, 10, 10])
+
+    def search(sentences, seen):
+        state = CountdownState([s for s in sentences for _ in range(beam_size)], [0] * len(sentences) * beam_size)
+        step, limits = countdown_step(lengths, seen), max_lengths[: len(sentences)]
+        if beam_size == 1:
+            return [[h] for h in greedy_search(step, state, limits)]
+        return beam_search(step, state, limits, beam_size, alpha=0.0, nbest=beam_size)
+
+    seen = []
+    together = search([0, 1, 2], seen)
+    assert seen[0] == 3 * beam_size and seen[-1] == beam_size  # the batch shrinks to the longest sentence
+    assert seen == sorted(seen, reverse=True)  # and never grows back
+    for s in range(3):
+        alone = search([s], [])[0]
+        assert [h.tokens for h in together[s]] == [h.tokens for h in alone]
+        assert [h.log_prob for h in together[s]] == pytest.approx([h.log_prob for h in alone])
