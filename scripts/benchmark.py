@@ -228,6 +228,7 @@ def measure_decoding(args: argparse.Namespace) -> dict:
         results[name] = {
             "sentences_per_sec": round(len(hyps) / seconds, 1),
             "seconds": round(seconds, 1),
+            "words_per_sentence": round(statistics.mean(len(h.split()) for h in hyps), 2),
             "bleu": scores.bleu,
             "chrf": scores.chrf,
             "signature": scores.bleu_signature,
@@ -317,13 +318,14 @@ def markdown_with_peer(report: dict) -> str:
         f"| training peak RSS | {t['peak_rss_mb']} MB | {pt['peak_rss_mb']} MB | |",
     ]
     d, pd = report.get("decoding"), peer.get("decoding")
+
+    def decoded(entry: dict) -> str:
+        words = entry.get("words_per_sentence")
+        return f"{entry['sentences_per_sec']} (BLEU {entry['bleu']}" + (f", {words} words/sentence)" if words else ")")
+
     for search in ("greedy", "beam5"):
-        ours = f"{d[search]['sentences_per_sec']} (BLEU {d[search]['bleu']})" if d else "— (no --checkpoint)"
-        theirs = (
-            f"{pd[search]['sentences_per_sec']} (BLEU {pd[search]['bleu']})"
-            if pd and search in pd
-            else "— (no --peer-checkpoint)"
-        )
+        ours = decoded(d[search]) if d else "— (no --checkpoint)"
+        theirs = decoded(pd[search]) if pd and search in pd else "— (no --peer-checkpoint)"
         rows.append(
             f"| decoding {search}: sentences/s | {ours} | {theirs} | {fmt(ratios.get(search + '_sentences_per_sec'))} |"
         )

@@ -452,7 +452,7 @@ def measure_decoding(
         path = write_yaml(
             decode_config(saved, ckpt, model_dir, test_prefix, run_dir, beam, batch_size), run_dir / "test.yaml"
         )
-        output = _run_joey(python, "test", path, [], timeout, threads)
+        output = _run_joey(python, "test", path, ["--output-path", str(run_dir / "hyps")], timeout, threads)
         log_file = run_dir / "test.log"
         parsed = parse_test_log(log_file.read_text(encoding="utf-8") if log_file.is_file() else output).get("test")
         if not parsed or "generation_seconds" not in parsed or "sentences" not in parsed:
@@ -461,10 +461,19 @@ def measure_decoding(
         results[name] = {
             "sentences_per_sec": round(parsed["sentences"] / parsed["generation_seconds"], 1),
             "seconds": round(parsed["generation_seconds"], 1),
+            "words_per_sentence": mean_words(run_dir / "hyps.test"),
             "bleu": parsed.get("bleu"),
         }
     results["peak_rss_mb"] = round(children_peak_rss_mb())
     return results
+
+
+def mean_words(path: Path) -> float | None:
+    """Mean whitespace-separated words per line of Joey's detokenized output file (None if it wrote none)."""
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return round(statistics.mean(len(line.split()) for line in lines), 2) if lines else None
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
     assert report["training"]["peak_rss_mb"] > 0
     assert report["decoding"]["sentences"] == 500
     assert report["decoding"]["greedy"]["sentences_per_sec"] > 0 and "bleu" in report["decoding"]["beam5"]
+    assert 0 < report["decoding"]["greedy"]["words_per_sentence"] < 50  # the output length behind the speed
     assert "| training target tokens/s" in proc.stdout
 
 
@@ -101,6 +102,12 @@ def test_joey_log_parsers():
     assert summary["warmup_windows_dropped"] == [512] and summary["parameters"] == 23456789
     test = joeynmt_peer.parse_test_log(JOEY_TEST_LOG)["test"]
     assert test["sentences"] == 1000 and test["generation_seconds"] == 20.0 and test["bleu"] == 35.2
+
+
+def test_joey_output_length(tmp_path):
+    (tmp_path / "hyps.test").write_text("a dog runs .\n\ntwo men\n", encoding="utf-8")
+    assert joeynmt_peer.mean_words(tmp_path / "hyps.test") == 2.0  # (4 + 0 + 2) / 3
+    assert joeynmt_peer.mean_words(tmp_path / "missing") is None
 
 
 def test_joey_inputs_and_config(tmp_path, spm_cache):
