@@ -17,7 +17,7 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.inference import best_strings, translate_sentences
 from seq2seq.metrics import score
-from seq2seq.translate import add_decode_arguments, load_for_decoding
+from seq2seq.translate import add_decode_arguments, load_for_decoding, strip_line_end
 
 
 def read_lines(path: str) -> list[str]:
@@ -32,7 +32,7 @@ def read_lines(path: str) -> list[str]:
     with opener(path, "rb") as f:  # type: ignore[operator]
         for number, raw in enumerate(f, start=1):
             try:
-                lines.append(raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8"))
+                lines.append(strip_line_end(raw).decode("utf-8"))
             except UnicodeDecodeError as exc:
                 raise ValueError(f"{path}, line {number}: not UTF-8 ({exc.reason})") from None
     return lines

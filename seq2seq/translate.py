@@ -59,6 +59,11 @@ def load_for_decoding(args: argparse.Namespace, **extra: int | None):  # noqa: A
     return model, tokenizer, config, decode
 
 
+def strip_line_end(raw: bytes) -> bytes:
+    """A raw line without its ending: only a newline byte ends a line; a carriage return just before it goes too."""
+    return raw.removesuffix(b"\n").removesuffix(b"\r")
+
+
 def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
     """Lines of a byte stream, `size` at a time, without their line ending.
 
@@ -68,7 +73,7 @@ def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
 
     def lines() -> Iterator[str]:
         for number, raw in enumerate(stream, start=1):
-            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            raw = strip_line_end(raw)
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
