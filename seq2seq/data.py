@@ -1,6 +1,7 @@
 """From token-id sequences to padded batches.
 
-Two ideas live here and nowhere else:
+`prepare_data` turns a config into encoded, length-filtered training pairs. Two ideas live here
+and nowhere else:
 - the teacher-forcing shift: the decoder reads `tgt_in = BOS y1 .. yn` and is
   trained to emit `tgt_out = y1 .. yn EOS`;
 - length bucketing: sentences of similar length share a batch, and a batch holds
@@ -9,6 +10,7 @@ Two ideas live here and nowhere else:
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,47 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.config import Config
+from seq2seq.corpus import ParallelCorpus, length_filter, load_corpus
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train_src: list[list[int]]  # encoded training sources, length-filtered
+    train_tgt: list[list[int]]
+    valid: ParallelCorpus  # text
+    test: ParallelCorpus
+
+
+def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> PreparedData:
+    """Load and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter."""
+    splits = load_corpus(config.data)
+    train = splits["train"]
+    if tokenizer is None:
+        tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer)
+    src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
+    kept, dropped = length_filter(
+        [len(s) for s in src_ids], [len(t) for t in tgt_ids], config.data.max_length, config.data.max_length_ratio
+    )
+    log.info(
+        "train: %d pairs after length filtering (dropped %d over data.max_length=%d, %d over data.max_length_ratio=%g)",
+        len(kept),
+        dropped.get("too_long", 0),
+        config.data.max_length,
+        dropped.get("bad_ratio", 0),
+        config.data.max_length_ratio,
+    )
+    if not kept:
+        raise ValueError(
+            "no training pairs left after length filtering; raise data.max_length or data.max_length_ratio"
+        )
+    return PreparedData(
+        tokenizer, [src_ids[i] for i in kept], [tgt_ids[i] for i in kept], splits["valid"], splits["test"]
+    )
 
 
 @dataclass
@@ -91,6 +133,13 @@ def token_batches(
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+def epoch_batches(
+    src_lengths: Sequence[int], tgt_lengths: Sequence[int], batch_tokens: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's shuffled, length-bucketed batches (lists of pair indices), a function of seed and epoch only."""
+    return token_batches(src_lengths, tgt_lengths, batch_tokens, random.Random(seed * 1_000_003 + epoch))
 
 
 def sentence_batches(src_lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -24,20 +24,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from seq2seq.cells import cell_equations
-from seq2seq.config import DecodeConfig, ModelConfig
+from seq2seq.config import DecodeConfig
 from seq2seq.data import Batch, make_batch
 from seq2seq.encoder import Encoder
+from seq2seq.loss import sequence_loss
 from seq2seq.model import Seq2Seq
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from seq2seq.search import translate_batch
+from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -160,9 +161,7 @@ def trace_batch(model: Seq2Seq, batch: Batch) -> BatchTrace:
         finally:
             for handle in handles:
                 handle.remove()
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=PAD_ID, reduction="sum"
-        )
+        loss = sequence_loss(logits, batch.tgt_out)
         top = enc.states[f"encoder_l{model.encoder.num_layers - 1}_forward"]  # src_len x (batch, hidden)
         grads = torch.autograd.grad(loss, top, allow_unused=True) if loss.requires_grad else [None] * len(top)
     grad_norms = torch.stack(
@@ -230,34 +229,25 @@ def gate_statistics(gates: dict[str, dict[str, Tensor]]) -> dict[str, float]:
 
 # ------------------------------------------------------------------- attention
 @torch.no_grad()
-def greedy_attention(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> list[tuple[list[int], Tensor]]:
+def greedy_attention(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, decode: DecodeConfig | None = None
+) -> list[tuple[list[int], Tensor]]:
     """Greedy decoding (free running, as at inference) that keeps the attention weights.
 
     Returns per sentence the output ids (EOS included when produced) and the weights
-    (output length, source length), on the CPU. Lengths are capped as validation caps them.
+    (output length, source length), on the CPU. It is `search.translate_batch` with
+    `keep_attention`, so the lengths and the EOS rule are those of validation and translate.
     """
-    decode = DecodeConfig()
-    memory, state = model.encode(src, src_lengths)
-    max_lengths = (decode.max_len_a * (src_lengths - 1).float() + decode.max_len_b).long().clamp(min=1).tolist()
-    prev = torch.full((src.size(0),), BOS_ID, dtype=torch.long, device=src.device)
-    finished = torch.zeros_like(prev, dtype=torch.bool)
-    tokens, weights = [], []
-    for _ in range(max(max_lengths)):
-        log_probs, state, step_weights = model.decode_step(prev, state, memory)
-        if step_weights is None:
-            raise ValueError("the model has no attention (model.attention=none)")
-        prev = log_probs.argmax(dim=1)  # (batch,)
-        tokens.append(prev)
-        weights.append(step_weights)
-        finished |= prev == EOS_ID
-        if bool(finished.all()):
-            break
-    all_tokens = torch.stack(tokens, dim=1).tolist()  # (batch, steps)
-    all_weights = torch.stack(weights, dim=1).float().cpu()  # (batch, steps, src_len)
+    if model.decoder.attention is None:
+        raise ValueError("the model has no attention (model.attention=none)")
+    greedy = replace(decode or DecodeConfig(), beam_size=1, nbest=1)
+    batch = Batch(src, src_lengths, None, None, list(range(src.size(0))))
     results = []
-    for row, row_weights, length, limit in zip(all_tokens, all_weights, src_lengths.tolist(), max_lengths):
-        end = min(row.index(EOS_ID) + 1 if EOS_ID in row else len(row), limit)
-        results.append((row[:end], row_weights[:end, :length]))
+    for (hyp,) in translate_batch(model, batch, greedy, keep_attention=True):
+        weights = hyp.attention
+        assert weights is not None
+        ids = hyp.tokens + [EOS_ID] if weights.size(0) > len(hyp.tokens) else hyp.tokens
+        results.append((ids, weights))
     return results
 
 
@@ -319,20 +309,20 @@ class InsightProbe:
 
     def __init__(
         self,
-        model_config: ModelConfig,
         tokenizer: Tokenizer,
         src_ids: list[list[int]],
         tgt_ids: list[list[int]],
         device: torch.device,
+        decode: DecodeConfig | None = None,
     ) -> None:
-        self.model_config = model_config
         self.tokenizer = tokenizer
+        self.decode = decode or DecodeConfig()  # its length limits; the search is always greedy
         self.batch = make_batch(src_ids, tgt_ids).to(device)  # sources + EOS, BOS + targets, targets + EOS
         self.src_pieces = [[tokenizer.src.id_to_piece(int(i)) for i in ids] + ["</s>"] for ids in src_ids]
 
     def attention_figures(self, model: Seq2Seq) -> list[Figure]:
         """One heatmap per fixed sentence, from free-running greedy decoding."""
-        decoded = greedy_attention(model, self.batch.src, self.batch.src_lengths)
+        decoded = greedy_attention(model, self.batch.src, self.batch.src_lengths, self.decode)
         return [
             attention_figure(weights, pieces, self.tokenizer.tgt_pieces(ids))
             for (ids, weights), pieces in zip(decoded, self.src_pieces)
@@ -341,7 +331,7 @@ class InsightProbe:
     def log(self, writer: SummaryWriter, model: Seq2Seq, step: int) -> dict[str, float]:
         """Write everything for training step `step`; returns the scalars it logged."""
         with probing(model):
-            if self.model_config.attention != "none" and model.decoder.attention is not None:
+            if model.decoder.attention is not None:
                 for i, fig in enumerate(self.attention_figures(model)):
                     writer.add_figure(f"attention/sentence_{i}", fig, step)  # renders and closes it
             trace = trace_batch(model, self.batch)

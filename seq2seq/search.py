@@ -31,6 +31,7 @@ class Hypothesis:
     tokens: list[int]  # generated ids, without BOS and EOS
     log_prob: float  # sum of the token log-probabilities (EOS included when it was produced)
     score: float  # log_prob / length penalty: what beam search ranks by
+    attention: Tensor | None = None  # greedy with keep_attention: (output steps, EOS included, src_len) on the CPU
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -40,12 +41,22 @@ def length_penalty(length: int, alpha: float) -> float:
 
 @torch.no_grad()
 def greedy_search(
-    step: StepFn, state: Any, max_lengths: Tensor, bos: int = BOS_ID, eos: int = EOS_ID
+    step: StepFn,
+    state: Any,
+    max_lengths: Tensor,
+    bos: int = BOS_ID,
+    eos: int = EOS_ID,
+    keep_attention: bool = False,
 ) -> list[Hypothesis]:
-    """Pick the most probable token at every step. max_lengths: (batch,) output tokens allowed."""
+    """Pick the most probable token at every step. max_lengths: (batch,) output tokens allowed.
+
+    With `keep_attention`, the state after each step must hold that step's attention weights in
+    `state.attention` (live rows, src_len), and every hypothesis keeps its rows.
+    """
     batch, steps, device = max_lengths.size(0), int(max_lengths.max()), max_lengths.device
     tokens = torch.full((batch, steps), eos, dtype=torch.long, device=device)  # (batch, steps)
     log_probs = torch.zeros(batch, steps, device=device)  # (batch, steps)
+    attention: Tensor | None = None  # (batch, steps, src_len) when kept
     live = torch.arange(batch, device=device)  # the sentences still being decoded
     limits = max_lengths
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
@@ -53,6 +64,12 @@ def greedy_search(
         step_log_probs, state = step(prev, state)  # (live, vocab)
         best, prev = step_log_probs.max(dim=1)
         tokens[live, t], log_probs[live, t] = prev, best
+        if keep_attention:
+            if state.attention is None:
+                raise ValueError("no attention weights to keep: the model has none (model.attention=none)")
+            if attention is None:
+                attention = state.attention.new_zeros(batch, steps, state.attention.size(1)).float()
+            attention[live, t] = state.attention.float()
         finished = (prev == eos) | (t + 1 >= limits)
         if bool(finished.any()):
             if bool(finished.all()):
@@ -61,15 +78,17 @@ def greedy_search(
             live, limits, prev = live[keep], limits[keep], prev[keep]
             state = state.index_select(keep)
     rows, row_log_probs = tokens[:, : t + 1].tolist(), log_probs[:, : t + 1].tolist()
-    return [_cut(row, lp, limit, eos) for row, lp, limit in zip(rows, row_log_probs, max_lengths.tolist())]
+    weights = attention.cpu() if attention is not None else [None] * batch
+    return [
+        _cut(row, lp, limit, eos, w) for row, lp, limit, w in zip(rows, row_log_probs, max_lengths.tolist(), weights)
+    ]
 
 
-def _cut(row: list[int], log_probs: list[float], limit: int, eos: int) -> Hypothesis:
+def _cut(row: list[int], log_probs: list[float], limit: int, eos: int, attention: Tensor | None) -> Hypothesis:
     """A greedy row up to its EOS or its sentence's max length, whichever comes first."""
     end = min(row.index(eos) + 1 if eos in row else len(row), limit)
-    tokens = row[:end]
     total = sum(log_probs[:end])
-    return Hypothesis([t for t in tokens if t != eos], total, total)
+    return Hypothesis([t for t in row[:end] if t != eos], total, total, None if attention is None else attention[:end])
 
 
 @torch.no_grad()
@@ -150,6 +169,7 @@ class ModelState:
 
     decoder: DecoderState
     memory: Memory
+    attention: Tensor | None = None  # (rows, src_len) the last step's attention weights (None without attention)
 
     def index_select(self, rows: Tensor) -> ModelState:
         return ModelState(self.decoder.index_select(rows), self.memory.index_select(rows))
@@ -163,21 +183,37 @@ def model_step(model: Any) -> StepFn:
     """The search step of a `Seq2Seq`: prev (rows,), ModelState -> log-probs (rows, vocab), ModelState."""
 
     def step(prev: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
-        log_probs, decoder, _ = model.decode_step(prev, state.decoder, state.memory)
-        return log_probs, ModelState(decoder, state.memory)
+        log_probs, decoder, attention = model.decode_step(prev, state.decoder, state.memory)
+        return log_probs, ModelState(decoder, state.memory, attention)
 
     return step
 
 
+def max_output_lengths(src_lengths: Tensor, cfg: DecodeConfig) -> Tensor:
+    """The one max-length rule: a * source length (without EOS) + b output tokens, at least 1. (batch,) -> (batch,)"""
+    return (cfg.max_len_a * (src_lengths - 1).float() + cfg.max_len_b).long().clamp(min=1)
+
+
 @torch.no_grad()
-def translate_batch(model: Any, batch: Batch, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    """Decode one batch with `model` (a `Seq2Seq`); greedy when `cfg.beam_size == 1`."""
+def translate_batch(
+    model: Any, batch: Batch, cfg: DecodeConfig, keep_attention: bool = False
+) -> list[list[Hypothesis]]:
+    """Decode one batch with `model` (a `Seq2Seq`); greedy when `cfg.beam_size == 1`.
+
+    `keep_attention` (greedy only, a model with attention): each hypothesis keeps its attention weights,
+    (output steps with EOS, source length with EOS).
+    """
     memory, decoder_state = model.encode(batch.src, batch.src_lengths)
     state = ModelState(decoder_state, memory)
-    source_lengths = (batch.src_lengths - 1).float()  # without the EOS
-    max_lengths = (cfg.max_len_a * source_lengths + cfg.max_len_b).long().clamp(min=1).to(batch.src.device)
+    max_lengths = max_output_lengths(batch.src_lengths, cfg).to(batch.src.device)
     if cfg.beam_size == 1:
-        return [[h] for h in greedy_search(model_step(model), state, max_lengths)]
+        hyps = greedy_search(model_step(model), state, max_lengths, keep_attention=keep_attention)
+        if keep_attention:
+            for hyp, length in zip(hyps, batch.src_lengths.tolist()):
+                hyp.attention = hyp.attention[:, :length]  # type: ignore[index]
+        return [[h] for h in hyps]
+    if keep_attention:
+        raise ValueError("attention weights are kept by greedy search only (beam_size=1)")
     # every sentence's memory and state, once per beam (sentence-major rows)
     state = state.index_select(torch.arange(batch.size, device=batch.src.device).repeat_interleave(cfg.beam_size))
     return beam_search(model_step(model), state, max_lengths, cfg.beam_size, cfg.alpha, cfg.nbest)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import trainer as trainer_module
+from seq2seq import run
 from seq2seq.checkpoint import average_state_dicts, load_checkpoint, model_from_checkpoint
 from seq2seq.config import Config, ConfigError
-from seq2seq.trainer import Trainer, train
+from seq2seq.run import train
 
 from .test_trainer import tiny_trainer
 
@@ -55,10 +55,10 @@ def test_the_trainer_keeps_the_last_n_step_checkpoints_and_averages_them(tmp_pat
         tmp_path, max_steps=4, validate_every=1, early_stopping_patience=None, average_checkpoints=3, insight=False
     )
     trainer.fit()
-    kept = trainer.step_checkpoints()
+    kept = trainer.saver.step_checkpoints()
     assert [p.name for p in kept] == ["step_2.pt", "step_3.pt", "step_4.pt"]
 
-    averaged = trainer.average_checkpoints()
+    averaged = run.average_checkpoints(trainer)
     assert averaged is not None and averaged["steps"] == [2, 3, 4] and 0.0 <= averaged["bleu"] <= 100.0
     path = trainer.ckpt_dir / "averaged.pt"
     assert Path(averaged["path"]) == path
@@ -71,7 +71,8 @@ def test_the_trainer_keeps_the_last_n_step_checkpoints_and_averages_them(tmp_pat
         assert torch.allclose(tensor.double(), mean, atol=1e-7), name
     assert not torch.equal(weights[0]["decoder.output.weight"], weights[-1]["decoder.output.weight"])
 
-    scores = trainer.test(averaged["path"])
+    scores = run.score_on_test_set(trainer, averaged["path"])
+    scores = scores.to_dict()
     assert {"greedy", "beam", "averaged"} <= scores.keys()
     assert {"greedy", "beam"} == scores["averaged"].keys() and "bleu" in scores["averaged"]["beam"]
 
@@ -79,21 +80,22 @@ def test_the_trainer_keeps_the_last_n_step_checkpoints_and_averages_them(tmp_pat
 def test_averaging_off_writes_no_step_checkpoints(tmp_path):
     trainer = tiny_trainer(tmp_path, max_steps=2, validate_every=1, average_checkpoints=1, insight=False)
     trainer.fit()
-    assert trainer.step_checkpoints() == [] and trainer.average_checkpoints() is None
+    assert trainer.saver.step_checkpoints() == [] and run.average_checkpoints(trainer) is None
 
 
 @pytest.mark.parametrize("averaged_bleu,test_model", [(101.0, "averaged.pt"), (-1.0, "best.pt")])
 def test_results_hold_the_averaged_scores_and_name_the_better_model(tmp_path, monkeypatch, averaged_bleu, test_model):
     setup = tiny_trainer(tmp_path, max_steps=3, validate_every=1, average_checkpoints=2, insight=False)
-    monkeypatch.setattr(trainer_module, "prepare_data", lambda config, tokenizer=None: setup.data)
-    real = Trainer.average_checkpoints
+    monkeypatch.setattr(run, "prepare_data", lambda config, tokenizer=None: setup.data)
+    real = run.average_checkpoints
 
-    def rigged(self):  # the real averaging, with a validation BLEU above or below every single checkpoint's
-        return {**real(self), "bleu": averaged_bleu}
+    def rigged(trainer):  # the real averaging, with a validation BLEU above or below every single checkpoint's
+        return {**real(trainer), "bleu": averaged_bleu}
 
-    monkeypatch.setattr(Trainer, "average_checkpoints", rigged)
+    monkeypatch.setattr(run, "average_checkpoints", rigged)
     run_dir = tmp_path / "run2"
     results = train(setup.config, run_dir)
+    results = results.to_dict()
     assert json.loads((run_dir / "results.json").read_text()) == results
     assert results["valid"]["averaged_bleu"] == averaged_bleu and results["valid"]["averaged_steps"] == [2, 3]
     assert {"greedy", "beam"} == results["test"]["averaged"].keys()

@@ -174,7 +174,7 @@ def probe_and_model(tokenizer, attention: str):
     corpus = REPO / "data" / "synth_de_en"
     src = tokenizer.encode_src((corpus / "val.de").read_text().splitlines()[:3])
     tgt = tokenizer.encode_tgt((corpus / "val.en").read_text().splitlines()[:3])
-    return InsightProbe(cfg, tokenizer, src, tgt, torch.device("cpu")), model, src
+    return InsightProbe(tokenizer, src, tgt, torch.device("cpu")), model, src
 
 
 def test_the_probe_logs_everything_and_leaves_training_untouched(tokenizer):

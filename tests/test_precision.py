@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seq2seq.config import ConfigError
-from seq2seq.trainer import autocast_dtype
+from seq2seq.device import autocast_dtype
 
 from .test_trainer import tiny_trainer
 
@@ -24,9 +24,9 @@ def test_bf16_autocasts_the_forward_pass_and_keeps_fp32_weights(tmp_path):
 def fp16_trainer(tmp_path, max_steps):
     torch.manual_seed(0)
     trainer = tiny_trainer(tmp_path, precision="fp16", max_steps=max_steps)
-    assert trainer.scaler.is_enabled()
+    assert trainer.update.scaler.is_enabled()
     # grow the loss scale after every good step, so the scale is different at every step
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    trainer.update.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
     return trainer
 
 
@@ -36,12 +36,12 @@ def test_fp16_scaler_state_joins_the_checkpoint_and_resume_replays_exactly(tmp_p
     first = fp16_trainer(tmp_path / "first", max_steps=2)
     first.fit()
     payload = first.checkpoint_payload()
-    assert payload["scaler"]["scale"] == first.scaler.get_scale() != 2.0**10
+    assert payload["scaler"]["scale"] == first.update.scaler.get_scale() != 2.0**10
     resumed = fp16_trainer(tmp_path / "resumed", max_steps=4)
     resumed.restore(payload)
     state = resumed.fit()
     assert state.step == 4 and state.bad_steps_in_a_row == 0
-    assert resumed.scaler.get_scale() == whole.scaler.get_scale()
+    assert resumed.update.scaler.get_scale() == whole.update.scaler.get_scale()
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
 

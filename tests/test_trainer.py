@@ -7,17 +7,20 @@ import math
 import pytest
 import torch
 
-from seq2seq import trainer as trainer_module
+from seq2seq import optim, validation
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Config
 from seq2seq.corpus import ParallelCorpus
+from seq2seq.data import PreparedData
+from seq2seq.stopping import TrainingDiverged
 from seq2seq.tokenizer import build_tokenizer
-from seq2seq.trainer import PreparedData, Trainer, TrainingDiverged
+from seq2seq.trainer import Trainer
 
 from .conftest import REPO
 
 
 def tiny_trainer(tmp_path, **train) -> Trainer:
+    """A Trainer of a tiny model on 200 embedded pairs; the insight probe is off unless `insight=True`."""
     corpus = REPO / "data" / "synth_de_en"
     src = (corpus / "train.de").read_text().splitlines()[:200]
     tgt = (corpus / "train.en").read_text().splitlines()[:200]
@@ -31,6 +34,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
                 "log_every": 1,
                 "device": "cpu",
                 "batch_tokens": 300,
+                "insight": False,
                 **train,
             },
         }
@@ -43,7 +47,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
 
 def nan_loss_on(steps: set[int] | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the training loss NaN at the given (1-based) training steps; None: at every step."""
-    real = trainer_module.sequence_loss
+    real = optim.sequence_loss
     calls = {"train": 0}
 
     def loss(logits, target, label_smoothing=0.0):
@@ -54,7 +58,7 @@ def nan_loss_on(steps: set[int] | None, monkeypatch: pytest.MonkeyPatch) -> None
                 return value * float("nan")
         return value
 
-    monkeypatch.setattr(trainer_module, "sequence_loss", loss)
+    monkeypatch.setattr(optim, "sequence_loss", loss)
 
 
 def test_a_non_finite_step_is_skipped_and_counted(tmp_path, monkeypatch):
@@ -75,7 +79,7 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_weights(tmp_path, mon
     saved = load_checkpoint(trainer.ckpt_dir / "last.pt")
     for name, tensor in before.items():
         assert torch.equal(saved["model"][name], tensor), name  # no bad update ever applied
-    trainer.writer.flush()
+    trainer.reporter.flush()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(trainer.run_dir))
@@ -84,25 +88,32 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_weights(tmp_path, mon
 
 
 def test_validation_scores_and_checkpoints(tmp_path):
-    trainer = tiny_trainer(tmp_path, max_steps=2, validate_every=1, early_stopping_patience=None)
+    trainer = tiny_trainer(tmp_path, max_steps=2, validate_every=1, early_stopping_patience=None, insight=True)
     state = trainer.fit()
     assert [row["step"] for row in state.history] == [1, 2]
     assert all(math.isfinite(row["loss"]) and row["perplexity"] >= 1.0 for row in state.history)
     assert (trainer.ckpt_dir / "best.pt").is_file() and (trainer.ckpt_dir / "last.pt").is_file()
     assert load_checkpoint(trainer.ckpt_dir / "last.pt")["train_state"]["step"] == 2
+    trainer.reporter.flush()  # the insight probe reported at each validation too
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trainer.run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("gates/encoder_l0_forward/update_mean")] == [1, 2]
+    assert "attention/sentence_0" in events.Tags()["images"]
 
 
 def test_early_stopping_after_patience_validations_without_a_bleu_gain(tmp_path, monkeypatch):
     # each validation scores twice: free-running BLEU first, then teacher-forced BLEU (same value here)
     bleu = iter(v for v in [10.0, 12.0, 11.0, 12.0, 9.0, 50.0] for _ in range(2))
-    real = trainer_module.score
+    real = validation.score
 
     def fake_score(hyps, refs):
         return real(hyps, refs).__class__(next(bleu), 0.0, "sig", "sig")
 
-    monkeypatch.setattr(trainer_module, "score", fake_score)
+    monkeypatch.setattr(validation, "score", fake_score)
     trainer = tiny_trainer(tmp_path, max_steps=50, validate_every=1, early_stopping_patience=3, lr_scheduler="none")
     state = trainer.fit()
     assert state.step == 5  # best at step 2 (12.0); 11, 12 (no gain), 9: three without a gain
-    assert (state.best_bleu, state.best_step) == (12.0, 2)
+    assert (trainer.early_stopping.best_bleu, trainer.early_stopping.best_step) == (12.0, 2)
     assert load_checkpoint(trainer.ckpt_dir / "best.pt")["step"] == 2

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from seq2seq.config import TrainConfig
-from seq2seq.trainer import clip_gradients, make_optimizer, make_scheduler, sequence_loss, teacher_forcing_ratio
+from seq2seq.loss import sequence_loss
+from seq2seq.optim import build_optimizer, build_scheduler, clip_gradients, teacher_forcing_ratio
 
 
 def make_grads(scale):
@@ -82,7 +83,7 @@ def test_label_smoothing_penalises_confident_predictions():
 )
 def test_optimizers(name, cls):
     params = [torch.nn.Parameter(torch.ones(2))]
-    optimizer = make_optimizer(params, TrainConfig(optimizer=name, lr=0.1))
+    optimizer = build_optimizer(params, TrainConfig(optimizer=name, lr=0.1))
     assert isinstance(optimizer, cls) and optimizer.param_groups[0]["lr"] == 0.1
     params[0].grad = torch.ones(2)
     optimizer.step()
@@ -91,22 +92,26 @@ def test_optimizers(name, cls):
 
 def test_learning_rate_schedules():
     params = [torch.nn.Parameter(torch.ones(1))]
-    assert make_scheduler(make_optimizer(params, TrainConfig()), TrainConfig(lr_scheduler="none")) is None
+    constant = build_scheduler(build_optimizer(params, TrainConfig()), TrainConfig(lr_scheduler="none"))
+    assert constant.scheduler is None and constant.state_dict() is None
 
     cfg = TrainConfig(lr=1.0, lr_scheduler="warmup_decay", warmup_steps=4)
-    optimizer = make_optimizer(params, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
+    optimizer = build_optimizer(params, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
     lrs = []
     for _ in range(16):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        scheduler.step()
+        scheduler.after_update()
+        scheduler.after_validation(0.0)  # not a validation-stepped schedule: nothing happens
+    assert not scheduler.on_validation
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # linear warm-up
     assert lrs[15] == pytest.approx((4 / 16) ** 0.5)  # then 1/sqrt(step)
 
     cfg = TrainConfig(lr=1.0, lr_scheduler="plateau", lr_patience=1, lr_decay_factor=0.5)
-    optimizer = make_optimizer(params, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
+    optimizer = build_optimizer(params, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
     for bleu in (10.0, 12.0, 11.0, 11.5):  # improvement, then two validations without one
-        scheduler.step(bleu)
+        scheduler.after_update()  # a validation-stepped schedule ignores updates
+        scheduler.after_validation(bleu)
     assert optimizer.param_groups[0]["lr"] == 0.5

@@ -1,0 +1,182 @@
+"""One update of the weights: teacher-forced forward pass, loss, backward, gradient clipping, optimizer step.
+
+Everything about *how* the weights move lives here: the optimizer, the learning-rate schedule (which
+also says when it steps, so no caller checks its name), gradient clipping (the usual cure for
+exploding gradients in recurrent networks), the teacher-forcing schedule and mixed precision.
+`TrainStep` needs a model and a `TrainConfig`, nothing else: the trainer calls it in its loop, the
+benchmark times it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from seq2seq.config import TrainConfig
+from seq2seq.data import Batch
+from seq2seq.device import autocast_dtype
+from seq2seq.distributed import DistributedContext
+from seq2seq.loss import sequence_loss
+
+
+def teacher_forcing_ratio(cfg: TrainConfig, step: int) -> float:
+    """The ratio of decoder steps fed the gold token at training step `step` (scheduled sampling)."""
+    if cfg.teacher_forcing_schedule == "linear":
+        progress = min(1.0, step / cfg.teacher_forcing_decay_steps)
+        return cfg.teacher_forcing_ratio - (cfg.teacher_forcing_ratio - cfg.teacher_forcing_min) * progress
+    if cfg.teacher_forcing_schedule == "inverse_sigmoid":
+        k = cfg.teacher_forcing_k
+        decay = k / (k + math.exp(min(step / k, 700.0)))
+        return max(cfg.teacher_forcing_min, cfg.teacher_forcing_ratio * decay)
+    return cfg.teacher_forcing_ratio
+
+
+def clip_gradients(parameters: list[nn.Parameter], cfg: TrainConfig) -> float:
+    """Clip by global norm and/or by value; returns the global gradient norm *before* clipping.
+
+    Clipping the norm rescales the whole gradient when it is too long, keeping its
+    direction: the usual cure for exploding gradients in recurrent networks.
+    """
+    max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm is not None else float("inf")
+    norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    if cfg.clip_grad_value is not None:
+        torch.nn.utils.clip_grad_value_(parameters, cfg.clip_grad_value)
+    return norm
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer`: adam, adamw or sgd (with `train.momentum`)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class LRSchedule:
+    """A learning-rate scheduler and when it steps: after every update, or after each validation (with its BLEU)."""
+
+    scheduler: Any = None  # None: a constant learning rate
+    on_validation: bool = False  # stepped with the validation BLEU, not after every update
+
+    def after_update(self) -> None:
+        if self.scheduler is not None and not self.on_validation:
+            self.scheduler.step()
+
+    def after_validation(self, bleu: float) -> None:
+        if self.scheduler is not None and self.on_validation:
+            self.scheduler.step(bleu)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.scheduler.state_dict() if self.scheduler is not None else None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if self.scheduler is not None and state is not None:
+            self.scheduler.load_state_dict(state)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> LRSchedule:
+    """`train.lr_scheduler`: none, plateau (halve on validation-BLEU plateaus) or warmup_decay."""
+    if cfg.lr_scheduler == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg.lr_decay_factor, patience=cfg.lr_patience, min_lr=cfg.lr_min
+        )
+        return LRSchedule(plateau, on_validation=True)
+    if cfg.lr_scheduler == "warmup_decay":  # linear warm-up, then 1/sqrt(step) decay
+        warmup = max(1, cfg.warmup_steps)
+        return LRSchedule(
+            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1))))
+        )
+    return LRSchedule()
+
+
+@dataclass
+class StepResult:
+    """What one update did. `loss` is summed over the step's target tokens (all ranks under DDP)."""
+
+    loss: float
+    tokens: int
+    grad_norm: float  # before clipping
+    teacher_forcing_ratio: float
+    applied: bool  # False: a non-finite loss or gradient, the weights were left as they were
+    overflow: bool  # fp16: the loss scale was too high (the scaler lowers it; not a bad step)
+
+
+class TrainStep:
+    """Owns the optimizer, schedule, gradient scaler and teacher-forcing coin of one model; `step(batch, n)` updates.
+
+    `train_model` is what the forward pass calls: the model itself, or its DistributedDataParallel wrapper,
+    which averages the gradients over ranks during `backward()`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        device: torch.device,
+        dist: DistributedContext | None = None,
+        train_model: nn.Module | None = None,
+    ) -> None:
+        self.model, self.cfg, self.device = model, cfg, device
+        self.dist = dist or DistributedContext()
+        self.train_model = train_model if train_model is not None else model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, cfg)
+        self.schedule = build_scheduler(self.optimizer, cfg)
+        self.autocast_dtype = autocast_dtype(cfg.precision, device)
+        # fp16 needs loss scaling so small gradients do not underflow; for fp32/bf16 the scaler is a no-op
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # teacher-forcing coin flips
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Mixed precision for the training forward pass (`train.precision`); fp32: nothing."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def step(self, batch: Batch, step: int) -> StepResult:
+        """One update on `batch` (on the device) at training step `step` (0-based, for the schedules)."""
+        self.model.train()
+        ratio = teacher_forcing_ratio(self.cfg, step)
+        with self.autocast():
+            logits = self.train_model(batch.src, batch.src_lengths, batch.tgt_in, ratio, self.generator)
+        loss_sum = sequence_loss(logits, batch.tgt_out, self.cfg.label_smoothing)  # in fp32
+        # The gradient is that of the mean loss per target token of the *global* batch. DDP averages the
+        # ranks' gradients, so each rank divides its summed loss by (all ranks' tokens / world size).
+        ntokens, loss = self.dist.sum(batch.num_tgt_tokens, float(loss_sum.detach()))
+        ntokens = int(ntokens)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_sum / (ntokens / self.dist.world_size)).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
+        grad_norm = clip_gradients(self.params, self.cfg)
+        finite = math.isfinite(grad_norm) and math.isfinite(loss)
+        overflow = self.scaler.is_enabled() and math.isfinite(loss) and not math.isfinite(grad_norm)
+        if finite:
+            self.scaler.step(self.optimizer)  # optimizer.step(), unless fp16 found inf/nan gradients
+        self.scaler.update()  # fp16 overflow: lowers the loss scale, the step was skipped
+        self.schedule.after_update()
+        return StepResult(loss, ntokens, grad_norm, ratio, applied=finite, overflow=overflow)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, schedule and gradient-scaler states (the checkpoint's keys)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),  # fp16 loss scale; empty otherwise
+        }
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload.get("scheduler"))
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])

@@ -1,0 +1,124 @@
+"""A whole training run: data -> tokenizer -> model -> training -> averaging -> test -> `results.json`.
+
+`train(config, run_dir)` is what `python -m seq2seq.train` calls after Hydra composed the config; it
+works without Hydra too (tests and scripts call it with a `Config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seq2seq import distributed
+from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint
+from seq2seq.config import Config
+from seq2seq.data import prepare_data
+from seq2seq.device import resolve_device
+from seq2seq.metrics import score
+from seq2seq.model import count_parameters
+from seq2seq.results import CheckpointScores, RunResults, TrainSummary, ValidSummary
+from seq2seq.saving import check_resume_config, find_resume_checkpoint
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.trainer import Trainer
+from seq2seq.validation import greedy_translations, score_checkpoint
+
+log = logging.getLogger("seq2seq.trainer")
+
+
+def train(config: Config, run_dir: Path) -> RunResults | None:
+    """The whole run: returns (and writes to `run_dir/results.json`) the test scores and run summary.
+
+    Under torchrun every rank calls this; rank 0's `run_dir` is used by all, and only rank 0
+    tests and writes `results.json` (the other ranks return None after training).
+    """
+    torch.manual_seed(config.train.seed)
+    random.seed(config.train.seed)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    begin = time.monotonic()
+    ctx = distributed.setup(resolve_device(config.train.device))
+    try:
+        run_dir = Path(ctx.broadcast(str(run_dir)))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = find_resume_checkpoint(config, run_dir)
+        payload = load_checkpoint(resume) if resume is not None else None
+        if payload is not None:
+            check_resume_config(payload["config"], config, resume)
+        data = prepare_data(config, Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None)
+        trainer = Trainer(config, run_dir, data, ctx)
+        if ctx.enabled:  # same initial weights everywhere (same seed), different dropout masks per rank
+            torch.manual_seed(config.train.seed + 7919 * ctx.rank)
+        if payload is not None:
+            trainer.restore(payload)
+        fit_start = time.monotonic()
+        state = trainer.fit()
+        train_minutes = (time.monotonic() - fit_start) / 60
+    finally:
+        distributed.teardown()
+    if not ctx.is_main:
+        return None
+    averaged = average_checkpoints(trainer)  # None unless train.average_checkpoints >= 2
+    test = score_on_test_set(trainer, averaged["path"] if averaged else None)
+    trainer.reporter.close()
+    best = trainer.early_stopping
+    valid = ValidSummary(best.best_bleu, best.best_step, state.history)
+    # the test model, the checkpoint to translate with: best.pt, or averaged.pt when its validation BLEU is higher
+    checkpoint = trainer.saver.best.resolve()
+    if averaged is not None:
+        valid.averaged_bleu, valid.averaged_steps = averaged["bleu"], averaged["steps"]
+        if averaged["bleu"] > best.best_bleu:
+            checkpoint = Path(averaged["path"]).resolve()
+        log.info("test model: %s", checkpoint)
+    summary = TrainSummary(
+        steps=state.step,
+        epochs=state.epoch,
+        minutes=round(train_minutes, 2),
+        total_minutes=round((time.monotonic() - begin) / 60, 2),
+        parameters=count_parameters(trainer.model),
+        tokens_per_sec=trainer.throughput.summary(),
+        device=str(trainer.device),
+        precision=config.train.precision,
+        processes=ctx.world_size,
+    )
+    results = RunResults(test, valid, summary, str(checkpoint))
+    results.save(run_dir / "results.json")
+    log.info("results written to %s", run_dir / "results.json")
+    return results
+
+
+def average_checkpoints(trainer: Trainer) -> dict[str, Any] | None:
+    """After training: average the kept `step_*.pt` into `averaged.pt` and score it on the validation set.
+
+    Its validation BLEU comes from the same greedy decoding as validation. Returns {"path", "steps",
+    "bleu", "chrf"}, or None when `train.average_checkpoints` is off or there is nothing to average.
+    """
+    averaged = trainer.saver.average()
+    if averaged is None:
+        return None
+    path, steps = averaged
+    model, tokenizer, _, _ = model_from_checkpoint(path, trainer.device)
+    valid, decode = trainer.valid, trainer.config.decode
+    scores = score(
+        greedy_translations(model, tokenizer, valid.src, decode, trainer.device, trainer.progress), valid.tgt
+    )
+    trainer.reporter.scalar("valid/averaged_bleu", scores.bleu, trainer.state.step)
+    best = trainer.early_stopping
+    log.info(
+        "averaged steps %s into %s: validation BLEU %.2f  chrF %.2f (best single checkpoint: %.2f at step %d)",
+        *(", ".join(map(str, steps)), path, scores.bleu, scores.chrf, best.best_bleu, best.best_step),
+    )
+    return {"path": str(path), "steps": steps, "bleu": scores.bleu, "chrf": scores.chrf}
+
+
+def score_on_test_set(trainer: Trainer, averaged: str | Path | None = None) -> CheckpointScores:
+    """Score `best.pt` on the test split with greedy and beam search; the averaged checkpoint too if given."""
+    settings = (trainer.data.test, trainer.config.decode, trainer.cfg.test_beam_size, trainer.device, trainer.progress)
+    results = score_checkpoint(trainer.saver.best, *settings)
+    if averaged is not None:
+        results.averaged = score_checkpoint(Path(averaged), *settings)
+    return results
