@@ -9,6 +9,7 @@ start-up that names the key, and `Config.validate` checks every value's range.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,19 +33,19 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the parallel corpus comes from and how it is cleaned."""
 
-    name: str = "synth_de_en"
+    name: str = "synth_de_en"  # a label for logs and reports
     source: str = "auto"  # auto (local when dir is set, else hub) | local | hub
     format: str = "text"  # local files: text (PREFIX.LANG[.gz]) | tsv (src<TAB>tgt) | jsonl ({"translation": {...}})
     dir: str | None = "data/synth_de_en"  # local folder; relative paths resolve against cwd, then the repo root
     hub_name: str | None = None  # e.g. bentrevett/multi30k, wmt14
     hub_config: str | None = None  # e.g. de-en for wmt14
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    train_prefix: str = "train"
-    valid_prefix: str = "val"
-    test_prefix: str = "test"
+    src_lang: str = "de"  # source language code: the file suffix (PREFIX.de), the JSONL/hub key
+    tgt_lang: str = "en"  # target language code, as src_lang
+    train_prefix: str = "train"  # training split: file stem for local files, split name on the hub
+    valid_prefix: str = "val"  # validation split: file stem, or hub split name
+    test_prefix: str = "test"  # test split: file stem, or hub split name
     max_length: int = 100  # training pairs longer than this (subword tokens, either side) are dropped
-    max_length_ratio: float = 3.0  # ... and pairs whose token-length ratio exceeds this
+    max_length_ratio: float = 3.0  # training pairs whose token-length ratio exceeds this are dropped
     max_train_pairs: int | None = None  # keep only the first N training pairs (quick experiments, tests)
 
     @property
@@ -60,10 +61,12 @@ class TokenizerConfig:
     """SentencePiece subword model(s), trained once on the training split and cached."""
 
     type: str = "unigram"  # unigram | bpe
-    vocab_size: int = 1000
+    vocab_size: int = 1000  # subword vocabulary size (a small corpus may give fewer)
     joint: bool = True  # one model for both languages, or one per side
-    character_coverage: float = 1.0
-    cache_dir: str = "~/.cache/seq2seq/spm"
+    character_coverage: float = 1.0  # share of characters covered (0.9995 for large alphabets)
+    cache_dir: str = (
+        "~/.cache/seq2seq/spm"  # trained models are cached here, keyed by a hash of the settings and the text
+    )
 
 
 @dataclass
@@ -72,13 +75,13 @@ class ModelConfig:
 
     cell: str = "gru"  # rnn (tanh) | lstm | gru
     attention: str = "bahdanau"  # none | bahdanau | luong_dot | luong_general
-    embedding_size: int = 96
-    hidden_size: int = 192
-    encoder_layers: int = 1
-    decoder_layers: int = 1
-    bidirectional: bool = True
+    embedding_size: int = 96  # source and target embedding size
+    hidden_size: int = 192  # recurrent state size (per direction in the encoder)
+    encoder_layers: int = 1  # stacked encoder layers
+    decoder_layers: int = 1  # stacked decoder layers
+    bidirectional: bool = True  # bidirectional encoder
     dropout: float = 0.2  # between layers and on embeddings / readout
-    readout_size: int | None = None  # pre-output layer width; None -> embedding_size
+    readout_size: int | None = None  # pre-output layer width; null: embedding_size
     input_feeding: bool = True  # feed the previous attentional vector to the decoder (attention only)
     tie_embeddings: bool = False  # target embedding shares the output projection (needs readout_size == embedding_size)
 
@@ -87,35 +90,35 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation loop."""
 
-    seed: int = 1234
+    seed: int = 1234  # seeds initialisation, batch order, dropout and teacher-forcing draws
     device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int | None = None  # torch CPU threads; None -> torch's default
+    threads: int | None = None  # torch CPU threads; null: torch's default
     batch_tokens: int = 2000  # token budget per batch (max(src, tgt) length x sentences)
-    max_steps: int | None = None
-    max_epochs: int | None = 3
+    max_steps: int | None = None  # stop after this many updates (null: no limit); the first of the three limits stops
+    max_epochs: int | None = 3  # stop after this many passes over the training data (null: no limit)
     max_minutes: float | None = None  # wall-clock budget for the training loop
     optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 4e-3
-    weight_decay: float = 0.0
+    lr: float = 4e-3  # learning rate (warmup_decay: the peak, reached after warmup_steps)
+    weight_decay: float = 0.0  # weight decay (L2 for adam/sgd, decoupled for adamw)
     momentum: float = 0.9  # sgd only
     lr_scheduler: str = "plateau"  # none | plateau (on val BLEU) | warmup_decay
     lr_decay_factor: float = 0.5  # plateau: multiply the lr by this
     lr_patience: int = 2  # plateau: validations without improvement before decaying
-    lr_min: float = 1e-5
+    lr_min: float = 1e-5  # plateau: the learning rate never goes below this
     warmup_steps: int = 500  # warmup_decay: linear warm-up, then inverse square root decay
-    label_smoothing: float = 0.1
-    clip_grad_norm: float | None = 1.0  # clip the global gradient norm to this (None: off)
-    clip_grad_value: float | None = None  # clip every gradient element to [-v, v] (None: off)
+    label_smoothing: float = 0.1  # label smoothing of the training loss (validation loss has none)
+    clip_grad_norm: float | None = 1.0  # clip the global gradient norm to this (null: off)
+    clip_grad_value: float | None = None  # clip every gradient element to [-v, v] (null: off)
     teacher_forcing_ratio: float = 1.0  # fraction of decoder steps fed the gold previous token
     teacher_forcing_schedule: str = "constant"  # constant | linear | inverse_sigmoid (scheduled sampling)
     teacher_forcing_min: float = 0.0  # linear: the ratio reached at teacher_forcing_decay_steps
     teacher_forcing_decay_steps: int = 10000  # linear: steps to go from the ratio to the min
     teacher_forcing_k: float = 1000.0  # inverse_sigmoid: ratio_t = k / (k + exp(t / k))
     validate_every: int = 200  # steps between validations (and one at the end of training)
-    early_stopping_patience: int | None = 5  # validations without a BLEU gain before stopping (None: off)
+    early_stopping_patience: int | None = 5  # validations without a BLEU gain before stopping (null: off)
     log_every: int = 50  # steps between train-loss log lines / scalars
     num_samples: int = 3  # translations shown in the log and TensorBoard at each validation
-    max_valid_sentences: int | None = None  # validate on the first N val sentences only (None: all)
+    max_valid_sentences: int | None = None  # validate on the first N val sentences only (null: all)
     test_beam_size: int = 5  # beam size for the final test scoring
     max_bad_steps: int = 10  # stop when more steps than this in a row have a non-finite loss or gradient
     resume: str | None = None  # continue a run: a checkpoint path, or auto (run_dir/checkpoints/last.pt)
@@ -132,8 +135,8 @@ class DecodeConfig:
     beam_size: int = 1  # 1 = greedy
     alpha: float = 0.6  # length penalty ((5 + len) / 6) ** alpha; 0 = none
     max_len_a: float = 1.5  # max output length = a * src_len + b
-    max_len_b: int = 10
-    nbest: int = 1
+    max_len_b: int = 10  # the b of max output length = a * src_len + b
+    nbest: int = 1  # hypotheses returned per sentence (at most beam_size)
     batch_size: int = 64  # sentences per decoding batch
 
 
@@ -164,97 +167,113 @@ class Config:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first key whose value is out of range."""
-        d, tok, m, t, dec = self.data, self.tokenizer, self.model, self.train, self.decode
-        _choice("data.source", d.source, SOURCES)
-        _choice("data.format", d.format, FORMATS)
-        if d.source == "auto" and not d.dir and not d.hub_name:
-            raise ConfigError("data.dir (local files) or data.hub_name (a hub dataset) must be set")
-        if d.source == "local" and not d.dir:
-            raise ConfigError("data.dir must name a folder when data.source=local")
-        if d.source == "hub" and not d.hub_name:
-            raise ConfigError("data.hub_name must name a dataset when data.source=hub")
-        if d.src_lang == d.tgt_lang:
-            raise ConfigError(f"data.src_lang and data.tgt_lang must differ (both {d.src_lang!r})")
-        _positive("data.max_length", d.max_length)
-        _at_least("data.max_length_ratio", d.max_length_ratio, 1.0)
-        if d.max_train_pairs is not None:
-            _positive("data.max_train_pairs", d.max_train_pairs)
+        validate_data(self.data)
+        validate_tokenizer(self.tokenizer)
+        validate_model(self.model)
+        validate_train(self.train)
+        validate_decode(self.decode)
 
-        _choice("tokenizer.type", tok.type, SPM_TYPES)
-        _at_least("tokenizer.vocab_size", tok.vocab_size, 8)
-        _in_range("tokenizer.character_coverage", tok.character_coverage, 0.9, 1.0)
 
-        _choice("model.cell", m.cell, CELLS)
-        _choice("model.attention", m.attention, ATTENTIONS)
-        for key in ("embedding_size", "hidden_size", "encoder_layers", "decoder_layers"):
-            _positive(f"model.{key}", getattr(m, key))
-        _in_range("model.dropout", m.dropout, 0.0, 0.99)
-        if m.readout_size is not None:
-            _positive("model.readout_size", m.readout_size)
-        if m.attention == "luong_dot" and m.bidirectional:
-            raise ConfigError(
-                "model.attention=luong_dot scores q.k, so the encoder outputs must be as wide as the decoder state; "
-                "set model.bidirectional=false or use model.attention=luong_general"
-            )
-        if m.tie_embeddings and (m.readout_size or m.embedding_size) != m.embedding_size:
-            raise ConfigError(
-                "model.tie_embeddings needs model.readout_size == model.embedding_size "
-                f"(got {m.readout_size} and {m.embedding_size})"
-            )
+def validate_data(d: DataConfig) -> None:
+    _choice("data.source", d.source, SOURCES)
+    _choice("data.format", d.format, FORMATS)
+    if d.source == "auto" and not d.dir and not d.hub_name:
+        raise ConfigError("data.dir (local files) or data.hub_name (a hub dataset) must be set")
+    if d.source == "local" and not d.dir:
+        raise ConfigError("data.dir must name a folder when data.source=local")
+    if d.source == "hub" and not d.hub_name:
+        raise ConfigError("data.hub_name must name a dataset when data.source=hub")
+    if d.src_lang == d.tgt_lang:
+        raise ConfigError(f"data.src_lang and data.tgt_lang must differ (both {d.src_lang!r})")
+    _positive("data.max_length", d.max_length)
+    _at_least("data.max_length_ratio", d.max_length_ratio, 1.0)
+    if d.max_train_pairs is not None:
+        _positive("data.max_train_pairs", d.max_train_pairs)
 
-        _choice("train.device", t.device, DEVICES)
-        if t.threads is not None:
-            _positive("train.threads", t.threads)
-        _positive("train.batch_tokens", t.batch_tokens)
-        if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
-            raise ConfigError("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
-        for key in ("max_steps", "max_epochs"):
-            if getattr(t, key) is not None:
-                _positive(f"train.{key}", getattr(t, key))
-        if t.max_minutes is not None and t.max_minutes <= 0:
-            raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
-        _choice("train.optimizer", t.optimizer, OPTIMIZERS)
-        if t.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {t.lr}")
-        _at_least("train.weight_decay", t.weight_decay, 0.0)
-        _in_range("train.momentum", t.momentum, 0.0, 1.0)
-        _choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULERS)
-        _in_range("train.lr_decay_factor", t.lr_decay_factor, 0.0, 1.0)
-        _at_least("train.lr_patience", t.lr_patience, 0)
-        _at_least("train.lr_min", t.lr_min, 0.0)
-        _at_least("train.warmup_steps", t.warmup_steps, 0)
-        _in_range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
-        for key in ("clip_grad_norm", "clip_grad_value"):
-            value = getattr(t, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"train.{key} must be > 0 or null (off), got {value}")
-        _in_range("train.teacher_forcing_ratio", t.teacher_forcing_ratio, 0.0, 1.0)
-        _choice("train.teacher_forcing_schedule", t.teacher_forcing_schedule, TF_SCHEDULES)
-        _in_range("train.teacher_forcing_min", t.teacher_forcing_min, 0.0, 1.0)
-        _positive("train.teacher_forcing_decay_steps", t.teacher_forcing_decay_steps)
-        if t.teacher_forcing_k < 1:
-            raise ConfigError(f"train.teacher_forcing_k must be >= 1, got {t.teacher_forcing_k}")
-        _positive("train.validate_every", t.validate_every)
-        if t.early_stopping_patience is not None:
-            _positive("train.early_stopping_patience", t.early_stopping_patience)
-        _positive("train.log_every", t.log_every)
-        _at_least("train.num_samples", t.num_samples, 0)
-        if t.max_valid_sentences is not None:
-            _positive("train.max_valid_sentences", t.max_valid_sentences)
-        _positive("train.test_beam_size", t.test_beam_size)
-        _at_least("train.max_bad_steps", t.max_bad_steps, 0)
-        if t.resume is not None and not str(t.resume).strip():
-            raise ConfigError("train.resume must be a checkpoint path, auto, or null")
-        _choice("train.precision", t.precision, PRECISIONS)
-        _positive("train.insight_sentences", t.insight_sentences)
-        n = t.average_checkpoints
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ConfigError(
-                f"train.average_checkpoints must be a non-negative integer (0 or 1: off, N >= 2: average the last N "
-                f"validation checkpoints), got {n!r}"
-            )
 
-        validate_decode(dec)
+def validate_tokenizer(tok: TokenizerConfig) -> None:
+    _choice("tokenizer.type", tok.type, SPM_TYPES)
+    _at_least("tokenizer.vocab_size", tok.vocab_size, 8)
+    _in_range("tokenizer.character_coverage", tok.character_coverage, 0.9, 1.0)
+
+
+def validate_model(m: ModelConfig) -> None:
+    _choice("model.cell", m.cell, CELLS)
+    _choice("model.attention", m.attention, ATTENTIONS)
+    for key in ("embedding_size", "hidden_size", "encoder_layers", "decoder_layers"):
+        _positive(f"model.{key}", getattr(m, key))
+    _in_range("model.dropout", m.dropout, 0.0, 0.99)
+    if m.readout_size is not None:
+        _positive("model.readout_size", m.readout_size)
+    if m.attention == "luong_dot" and m.bidirectional:
+        raise ConfigError(
+            "model.attention=luong_dot scores q.k, so the encoder outputs must be as wide as the decoder state; "
+            "set model.bidirectional=false or use model.attention=luong_general"
+        )
+    if m.tie_embeddings and (m.readout_size or m.embedding_size) != m.embedding_size:
+        raise ConfigError(
+            "model.tie_embeddings needs model.readout_size == model.embedding_size "
+            f"(got {m.readout_size} and {m.embedding_size})"
+        )
+
+
+def validate_train(t: TrainConfig) -> None:
+    """The loop's budgets, validation and bookkeeping keys; then the optimisation ones."""
+    _choice("train.device", t.device, DEVICES)
+    if t.threads is not None:
+        _positive("train.threads", t.threads)
+    _positive("train.batch_tokens", t.batch_tokens)
+    if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+        raise ConfigError("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
+    for key in ("max_steps", "max_epochs"):
+        if getattr(t, key) is not None:
+            _positive(f"train.{key}", getattr(t, key))
+    if t.max_minutes is not None and t.max_minutes <= 0:
+        raise ConfigError(f"train.max_minutes must be > 0, got {t.max_minutes}")
+    _validate_optimisation(t)
+    _positive("train.validate_every", t.validate_every)
+    if t.early_stopping_patience is not None:
+        _positive("train.early_stopping_patience", t.early_stopping_patience)
+    _positive("train.log_every", t.log_every)
+    _at_least("train.num_samples", t.num_samples, 0)
+    if t.max_valid_sentences is not None:
+        _positive("train.max_valid_sentences", t.max_valid_sentences)
+    _positive("train.test_beam_size", t.test_beam_size)
+    _at_least("train.max_bad_steps", t.max_bad_steps, 0)
+    if t.resume is not None and not str(t.resume).strip():
+        raise ConfigError("train.resume must be a checkpoint path, auto, or null")
+    _choice("train.precision", t.precision, PRECISIONS)
+    _positive("train.insight_sentences", t.insight_sentences)
+    n = t.average_checkpoints
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ConfigError(
+            f"train.average_checkpoints must be a non-negative integer (0 or 1: off, N >= 2: average the last N "
+            f"validation checkpoints), got {n!r}"
+        )
+
+
+def _validate_optimisation(t: TrainConfig) -> None:
+    _choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    _at_least("train.weight_decay", t.weight_decay, 0.0)
+    _in_range("train.momentum", t.momentum, 0.0, 1.0)
+    _choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULERS)
+    _in_range("train.lr_decay_factor", t.lr_decay_factor, 0.0, 1.0)
+    _at_least("train.lr_patience", t.lr_patience, 0)
+    _at_least("train.lr_min", t.lr_min, 0.0)
+    _at_least("train.warmup_steps", t.warmup_steps, 0)
+    _in_range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
+    for key in ("clip_grad_norm", "clip_grad_value"):
+        value = getattr(t, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"train.{key} must be > 0 or null (off), got {value}")
+    _in_range("train.teacher_forcing_ratio", t.teacher_forcing_ratio, 0.0, 1.0)
+    _choice("train.teacher_forcing_schedule", t.teacher_forcing_schedule, TF_SCHEDULES)
+    _in_range("train.teacher_forcing_min", t.teacher_forcing_min, 0.0, 1.0)
+    _positive("train.teacher_forcing_decay_steps", t.teacher_forcing_decay_steps)
+    if t.teacher_forcing_k < 1:
+        raise ConfigError(f"train.teacher_forcing_k must be >= 1, got {t.teacher_forcing_k}")
 
 
 def validate_decode(dec: DecodeConfig) -> None:
@@ -275,9 +294,42 @@ def _build_section(name: str, factory: Any, values: dict[str, Any]) -> Any:
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        keys = ", ".join(f"{name}.{k}" for k in unknown)
-        raise ConfigError(f"unknown config key(s) {keys}; allowed in {name}: {sorted(allowed)}")
+        raise ConfigError("; ".join(unknown_key_message(f"{name}.{k}") for k in unknown))
     return cls(**values)
+
+
+def config_keys() -> list[str]:
+    """Every `section.key` the dataclasses define, e.g. `train.lr`."""
+    sections = {f.name: f.default_factory() for f in dataclasses.fields(Config)}  # type: ignore[misc]
+    return [f"{name}.{f.name}" for name, section in sections.items() for f in dataclasses.fields(section)]
+
+
+def closest_key(key: str) -> str | None:
+    """The known key a misspelt `key` most likely means: one whose words start it (`train.lr` for
+    `train.lr_rate`), else the closest spelling (`model.hidden_size` for `model.hiden_size`)."""
+    keys = config_keys()
+    section, _, name = key.rpartition(".")
+    words = name.split("_")
+    prefixes = [
+        k
+        for k in keys
+        if k.startswith(section + ".") and words[: len(k.split(".")[-1].split("_"))] == k.split(".")[-1].split("_")
+    ]
+    if prefixes:
+        return max(prefixes, key=len)
+    names = [k.split(".")[-1] for k in keys if k.startswith(section + ".")]
+    if names:  # a known section: compare the names within it
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        return f"{section}.{close[0]}" if close else None
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_key_message(key: str) -> str:
+    """One line for a key no dataclass defines, with the closest known key when there is one."""
+    close = closest_key(key)
+    hint = f"; did you mean {close}?" if close else "; the keys are listed in docs/configuration.md"
+    return f"unknown config key {key}{hint}"
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -1,23 +1,25 @@
 """Every experiment composes with Hydra and trains a few steps (tiny sizes) on the embedded corpus."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+import yaml
 
-from seq2seq.config import Config
-from seq2seq.trainer import train
+from seq2seq.compose import compose
+from seq2seq.config import Config, ConfigError
+from seq2seq.data import make_batch
+from seq2seq.model import build_model
+from seq2seq.run import train
 
 from .conftest import CONF, EXPERIMENTS, tiny_overrides
 
 
 def compose_config(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose(overrides=overrides)
 
 
 def test_the_required_experiments_exist():
@@ -25,12 +27,20 @@ def test_the_required_experiments_exist():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_trains(experiment, tmp_path, spm_cache):
-    cfg = compose_config([f"+experiment={experiment}", *tiny_overrides(spm_cache)])
-    config = Config.from_dict(OmegaConf.to_object(cfg))
+def test_experiment_composes_and_its_model_runs(experiment, spm_cache):
+    config = compose(experiment, tiny_overrides(spm_cache))
     assert config.model.cell in ("rnn", "lstm", "gru")
+    model = build_model(config.model, src_vocab_size=50, tgt_vocab_size=60)
+    batch = make_batch([[5, 6, 7], [8, 9]], [[5, 6], [7, 8, 9]])
+    assert model(batch.src, batch.src_lengths, batch.tgt_in).shape == (2, 4, 60)  # (batch, tgt_len + 1, vocab)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_trains(experiment, tmp_path, spm_cache):
+    config = compose(experiment, tiny_overrides(spm_cache))
     results = train(config, tmp_path)
-    assert results["train"]["steps"] == 3
+    assert results.train.steps == 3
     assert (tmp_path / "checkpoints" / "best.pt").is_file() and (tmp_path / "checkpoints" / "last.pt").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert {"greedy", "beam"} <= set(saved["test"])  # + "averaged" with train.average_checkpoints
@@ -52,14 +62,35 @@ def test_experiments_differ_from_the_defaults_where_they_say():
     assert (gru.cell, gru.attention, gru.bidirectional) == ("gru", "bahdanau", True)
 
 
-def test_unknown_override_is_refused_by_hydra():
-    with pytest.raises(Exception, match="hiden_size"):
+def test_unknown_override_is_refused_naming_the_closest_key():
+    with pytest.raises(ConfigError, match=r"unknown config key model\.hiden_size; did you mean model\.hidden_size\?"):
         compose_config(["model.hiden_size=3"])
+    with pytest.raises(ConfigError, match=r"unknown config key train\.lr_rate; did you mean train\.lr\?"):
+        compose_config(["+train.lr_rate=1"])
 
 
-def test_yaml_defaults_equal_the_dataclass_defaults():
-    """conf/ and seq2seq/config.py describe the same defaults (the README documents one set)."""
-    assert Config.from_dict(OmegaConf.to_object(compose_config([]))) == Config()
+def test_a_wrongly_typed_value_is_refused_by_the_schema():
+    with pytest.raises(Exception, match="train.lr"):
+        compose_config(["train.lr=fast"])
+
+
+def test_the_defaults_are_the_dataclasses():
+    """One home for every default: composing no override gives exactly the dataclasses' defaults."""
+    assert compose_config([]) == Config()
+
+
+@pytest.mark.parametrize("group", ["data", "decode"])
+def test_group_files_hold_only_what_differs_from_the_defaults(group):
+    defaults = dataclasses.asdict(getattr(Config(), group))
+    for path in sorted((CONF / group).glob("*.yaml")):
+        values = yaml.safe_load(path.read_text()) or {}
+        assert set(values) <= set(defaults), path.name
+        same = [k for k, v in values.items() if defaults[k] == v and k != "name"]
+        assert not same, f"{path.name} repeats defaults: {same}"
+
+
+def test_the_main_config_holds_no_defaults_of_its_own():
+    assert set(yaml.safe_load((CONF / "config.yaml").read_text())) == {"defaults", "hydra"}
 
 
 CONSOLE_SCRIPT = "import sys; from seq2seq.train import main; sys.argv[0] = 'seq2seq-train'; main()"
