@@ -1,6 +1,10 @@
 """Score a checkpoint on a source/reference file pair with sacrebleu BLEU and chrF.
 
 python -m seq2seq.evaluate CHECKPOINT --src FILE --ref FILE [--beam-size N] [--json] [--output FILE]
+
+CHECKPOINT is a best.pt / last.pt file, or a run folder (its checkpoints/best.pt), as for seq2seq.translate.
+Every problem with an argument (a missing file, a folder, bytes that are not UTF-8, no CUDA for --device cuda)
+is one line on standard error naming it, before any decoding.
 """
 
 from __future__ import annotations
@@ -10,14 +14,14 @@ import gzip
 import json
 import logging
 import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
-from seq2seq.inference import best_strings, translate_sentences
-from seq2seq.metrics import score
+from seq2seq.corpus import ParallelCorpus
 from seq2seq.translate import add_decode_arguments, load_for_decoding, strip_line_end
+from seq2seq.validation import search_scores
 
 
 def read_lines(path: str) -> list[str]:
@@ -38,6 +42,30 @@ def read_lines(path: str) -> list[str]:
     return lines
 
 
+def read_argument(option: str, path: str) -> list[str]:
+    """`read_lines(path)` for the command-line option `option`; a file that cannot be read is a one-line ValueError."""
+    where = Path(path)
+    if where.is_dir():
+        raise ValueError(f"{option} {path}: is a folder, not a file")
+    if not where.exists():
+        raise ValueError(f"{option} {path}: no such file")
+    try:
+        return read_lines(path)
+    except OSError as exc:  # no permission, or a .gz file that is not gzip
+        raise ValueError(f"{option} {path}: cannot read ({exc.strerror or exc})") from None
+    except EOFError:  # a truncated .gz file
+        raise ValueError(f"{option} {path}: cannot read (the compressed file is truncated)") from None
+
+
+def check_output(path: str) -> None:
+    """Refuse an --output that cannot be written, before the translation, not after it."""
+    where = Path(path)
+    if where.is_dir():
+        raise ValueError(f"--output {path}: is a folder, not a file")
+    if not where.parent.is_dir():
+        raise ValueError(f"--output {path}: no such folder {where.parent}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seq2seq.evaluate", description=__doc__.split("\n\n")[0])
     add_decode_arguments(parser)
@@ -48,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     try:
-        src, ref = read_lines(args.src), read_lines(args.ref)
-    except (OSError, ValueError) as exc:
+        src, ref = read_argument("--src", args.src), read_argument("--ref", args.ref)
+        if args.output:
+            check_output(args.output)
+    except ValueError as exc:
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
     if len(src) != len(ref):
@@ -61,29 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
     device = next(model.parameters()).device
-    start = time.monotonic()
-    hyps = best_strings(
-        tokenizer, translate_sentences(model, tokenizer, src, decode, device, progress=sys.stderr.isatty())
-    )
-    seconds = time.monotonic() - start
+    scores, hyps = search_scores(model, tokenizer, ParallelCorpus(src, ref), decode, device, sys.stderr.isatty())
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-    scores = score(hyps, ref)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "beam_size": decode.beam_size,
-                    **scores.to_dict(),
-                    "sentences": len(src),
-                    "sentences_per_sec": round(len(src) / seconds, 2),
-                }
-            )
-        )
+        print(json.dumps({**asdict(scores), "sentences": len(src)}))
     else:
         print(
             f"BLEU = {scores.bleu:.2f}  chrF = {scores.chrf:.2f}  (beam {decode.beam_size}, {len(src)} sentences, "
-            f"{len(src) / seconds:.1f} sent/s)"
+            f"{scores.sentences_per_sec:.1f} sent/s)"
         )
         print(f"signature: {scores.bleu_signature}")
     return 0

@@ -2,11 +2,16 @@
 
 python -m seq2seq.report MULTIRUN_DIR [--png PATH] [--sort job|name|val_bleu|test_bleu] [--json]
 
+The plot is written to --png PATH when given; without --png, only when the table is printed (not --json)
+for a folder holding more than one job, to MULTIRUN_DIR/valid_bleu_vs_time.png. So `report RUN_FOLDER`
+on a single run, and `--json`, write nothing unless --png asks. Each run keeps its colour whatever the
+--sort: colours follow the jobs' folder order (matplotlib's tab10, tab20 beyond ten jobs).
+
 A job is any folder under MULTIRUN_DIR that holds a `.hydra/` folder (Hydra writes one per job, with the
 composed `config.yaml` and the command-line `overrides.yaml`); a finished job also holds `results.json`
-(written by `seq2seq.trainer.train`). Each run is named by the overrides that differ between the jobs,
-e.g. `+experiment=gru` or `model.attention=luong_general`. The library part (`collect_rows`, `sort_rows`,
-`format_table`, `plot_valid_bleu`) needs no command line.
+(`seq2seq.results.RunResults`). Each run is named by the overrides that differ between the jobs, e.g.
+`+experiment=gru` or `model.attention=luong_general`. The library part (`collect_rows`, `sort_rows`,
+`format_table`, `run_colours`, `plot_valid_bleu`) needs no command line.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from seq2seq.results import RunResults
 
 PNG_NAME = "valid_bleu_vs_time.png"
 SORT_KEYS = ("job", "name", "val_bleu", "test_bleu")
@@ -103,28 +110,25 @@ def _job_row(job: Path, label: str, name: str, overrides: list[Any]) -> dict[str
         "device": None,
         "history": [],
     }
-    results_path = job / "results.json"
-    if not results_path.is_file():
-        return row
     try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
+        results = RunResults.load(job / "results.json")
     except (OSError, ValueError):
-        return row  # being written, or truncated: report it as not finished
-    test, valid, train = results.get("test", {}), results.get("valid", {}), results.get("train", {})
+        return row  # missing (crashed, or still running), being written, or truncated: not finished
+    train = results.train
     row.update(
         finished=True,
-        parameters=train.get("parameters"),
-        best_val_bleu=valid.get("best_bleu"),
-        best_step=valid.get("best_step"),
-        test_bleu_greedy=test.get("greedy", {}).get("bleu"),
-        test_bleu_beam=test.get("beam", {}).get("bleu"),
-        beam_size=test.get("beam", {}).get("beam_size"),
-        tokens_per_sec=train.get("tokens_per_sec"),
-        train_minutes=train.get("minutes"),
-        total_minutes=train.get("total_minutes"),
-        steps=train.get("steps"),
-        device=train.get("device"),
-        history=_history(valid.get("history", [])),
+        parameters=train.parameters,
+        best_val_bleu=results.valid.best_bleu,
+        best_step=results.valid.best_step,
+        test_bleu_greedy=results.test.greedy.bleu,
+        test_bleu_beam=results.test.beam.bleu,
+        beam_size=results.test.beam.beam_size,
+        tokens_per_sec=train.tokens_per_sec,
+        train_minutes=train.minutes,
+        total_minutes=train.total_minutes,
+        steps=train.steps,
+        device=train.device,
+        history=_history(results.valid.history),
     )
     return row
 
@@ -213,8 +217,25 @@ def _number(value: Any, spec: str) -> str:
 
 
 # ------------------------------------------------------------------ plotting
+def run_colours(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """A colour (hex) per job folder name, by the jobs' natural folder order: the same whatever the row order.
+
+    tab10 for up to ten jobs, tab20 beyond (repeating past twenty); every job gets one, finished or not,
+    so that a run keeps its colour when another one finishes.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    jobs = sorted({row["job"] for row in rows}, key=_natural_key)
+    palette = [to_hex(c) for c in colormaps["tab10" if len(jobs) <= 10 else "tab20"].colors]
+    return {job: palette[i % len(palette)] for i, job in enumerate(jobs)}
+
+
 def plot_valid_bleu(rows: list[dict[str, Any]], path: Path | str, title: str | None = None) -> Path:
-    """Write a PNG of validation BLEU against wall-clock training minutes, one labelled line per finished run."""
+    """Write a PNG of validation BLEU against wall-clock training minutes, one labelled line per finished run.
+
+    The legend follows the row order; each line's colour is its job's (`run_colours`), not its position.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -222,11 +243,12 @@ def plot_valid_bleu(rows: list[dict[str, Any]], path: Path | str, title: str | N
     fig = Figure(figsize=(8, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    colours = run_colours(rows)
     for row in rows:
         if row["history"]:
             minutes = [p["minutes"] for p in row["history"]]
             bleu = [p["bleu"] for p in row["history"]]
-            ax.plot(minutes, bleu, marker="o", markersize=3, label=row["run"])
+            ax.plot(minutes, bleu, marker="o", markersize=3, label=row["run"], color=colours[row["job"]])
     ax.set_xlabel("wall-clock training minutes")
     ax.set_ylabel("validation BLEU (greedy)")
     ax.set_title(title or "Validation BLEU against time")
@@ -263,7 +285,11 @@ def _natural_key(text: str) -> list[Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seq2seq.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun folder (hydra.sweep.dir), or any run folder")
-    parser.add_argument("--png", type=Path, help=f"where to write the plot (default: MULTIRUN_DIR/{PNG_NAME})")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        help=f"write the plot here (default: MULTIRUN_DIR/{PNG_NAME}, only for a table of more than one job)",
+    )
     parser.add_argument("--sort", choices=SORT_KEYS, default="job", help="row order (default: job, the sweep order)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args(argv)
@@ -282,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     if not any(row["finished"] for row in rows):
         print(f"seq2seq.report: no job under {args.multirun_dir} has finished", file=sys.stderr)
         return 1
-    png = plot_valid_bleu(rows, args.png or args.multirun_dir / PNG_NAME)
-    print(f"seq2seq.report: plot written to {png}", file=sys.stderr)
+    if args.png is not None or (not args.json and len(rows) > 1):
+        png = plot_valid_bleu(rows, args.png or args.multirun_dir / PNG_NAME)
+        print(f"seq2seq.report: plot written to {png}", file=sys.stderr)
     return 0
 
 

@@ -2,27 +2,31 @@
 
     python -m seq2seq.translate CHECKPOINT [--beam-size N] [--nbest K] [--batch-size B] [--device D] < in > out
 
-Input is read and translated in chunks, so a large file streams. With --nbest K > 1,
-each input line gives one output line holding the K hypotheses separated by " ||| ".
-Logs go to standard error only.
+CHECKPOINT is a best.pt / last.pt file written by seq2seq.train, or a run folder (outputs/DATE/TIME),
+which stands for its checkpoints/best.pt. Input is read and translated in chunks, so a large file
+streams. With --nbest K > 1, each input line gives one output line holding the K hypotheses separated
+by " ||| ". Logs go to standard error only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from itertools import islice
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from seq2seq.checkpoint import CheckpointError, model_from_checkpoint
 from seq2seq.config import ConfigError, DecodeConfig, validate_decode
+from seq2seq.device import resolve_device
 from seq2seq.inference import translate_sentences
 from seq2seq.model import Seq2Seq
+from seq2seq.results import RunResults
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import resolve_device
 
 log = logging.getLogger("seq2seq.translate")
 
@@ -32,7 +36,9 @@ MAX_SOURCE_TOKENS = 1000  # longer inputs are truncated (and still get their one
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     """Decoding options shared by translate and evaluate (defaults: the checkpoint's decode config)."""
-    parser.add_argument("checkpoint", help="a best.pt / last.pt file written by seq2seq.train")
+    parser.add_argument(
+        "checkpoint", help="a best.pt / last.pt file from seq2seq.train, or a run folder (its checkpoints/best.pt)"
+    )
     parser.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
     parser.add_argument("--alpha", type=float, help="length penalty exponent ((5+len)/6)^alpha")
     parser.add_argument("--max-len-a", type=float, help="max output length = a * source length + b")
@@ -41,9 +47,26 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
 
 
+def checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint file `path` names: itself, or for a run folder its test model (results.json's
+    `checkpoint`: `best.pt`, or `averaged.pt` when averaging won), else its `checkpoints/best.pt` (logged)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path  # a file, or missing: load_checkpoint says which
+    candidates = [path / "checkpoints" / "best.pt", path / "best.pt"]
+    with contextlib.suppress(OSError, ValueError):  # a finished run names its test model (maybe averaged.pt)
+        candidates.insert(0, Path(RunResults.load(path / "results.json").checkpoint))
+    for candidate in candidates:
+        if candidate.is_file():
+            log.info("%s is a folder: using %s", path, candidate)
+            return candidate
+    raise CheckpointError(f"{path} is a folder, not a checkpoint file; pass e.g. {path / 'checkpoints' / 'best.pt'}")
+
+
 def load_for_decoding(args: argparse.Namespace, **extra: int | None):  # noqa: ANN201
     """Model, tokenizer and the decode config (checkpoint's, overridden by the command line)."""
-    model, tokenizer, config, _ = model_from_checkpoint(args.checkpoint, resolve_device(args.device))
+    device = resolve_device(args.device, "--device")
+    model, tokenizer, config, _ = model_from_checkpoint(checkpoint_path(args.checkpoint), device)
     overrides = {
         "beam_size": args.beam_size,
         "alpha": args.alpha,

@@ -61,16 +61,59 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"model": Exploit(), "config": {}}, f)
-    with pytest.raises(CheckpointError, match="evil.pt"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
+    assert str(info.value).startswith(f"{path}: not a seq2seq checkpoint (a plain pickle file")
     torch.save({"model": Exploit(), "config": {}}, tmp_path / "evil2.pt")
-    with pytest.raises(CheckpointError, match="evil2.pt"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "evil2.pt")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'evil2.pt'}: refused to load: it holds objects other than tensors")
+    assert "weights_only" not in message and "\n" not in message  # never torch's advice to load it unsafely
     assert not (tmp_path / "PWNED_MARKER").exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, I am not a checkpoint", None])
-def test_truncated_empty_or_foreign_files_give_one_clear_line(tmp_path, tokenizer, content):
+class Plain:
+    pass
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: path.write_text("# seq2seq\n\nA README, not a checkpoint.\n", encoding="utf-8"),
+        lambda path: path.write_bytes(pickle.dumps({"a": object()})),
+        lambda path: path.write_bytes(pickle.dumps({"model": {}, "config": {}}, protocol=2)),
+        lambda path: path.write_bytes(pickle.dumps(Plain())),
+        lambda path: torch.save({"model": {}, "config": {}}, path, pickle_protocol=4),
+    ],
+    ids=["text", "pickle-object", "pickle-dict", "pickle-class", "torch-protocol-4"],
+)
+def test_foreign_files_are_not_seq2seq_checkpoints_and_warn_nothing(tmp_path, write, recwarn):
+    path = tmp_path / "model.pt"
+    write(path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a seq2seq checkpoint (")
+    assert "weights_only" not in message and "\n" not in message and len(message) < len(str(path)) + 120
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_a_folder_is_not_a_checkpoint_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint file$"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "first_words"),
+    [
+        (b"", "the file is empty, not a checkpoint"),
+        (b"hello, I am not a checkpoint", "not a seq2seq checkpoint (a text file"),
+        (b"\x00\x01binary", "not a seq2seq checkpoint (unknown file format"),
+        (None, "not a readable checkpoint (truncated or foreign file?): "),
+    ],
+)
+def test_truncated_empty_or_foreign_files_give_one_clear_line(tmp_path, tokenizer, content, first_words):
     path = tmp_path / "broken.pt"
     if content is None:  # a real checkpoint cut in half
         save_checkpoint(path, payload_for(tokenizer)[1])
@@ -81,7 +124,7 @@ def test_truncated_empty_or_foreign_files_give_one_clear_line(tmp_path, tokenize
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert str(path) in message and "\n" not in message
+    assert message.startswith(f"{path}: {first_words}") and "\n" not in message and "weights_only" not in message
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer, monkeypatch):

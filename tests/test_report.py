@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq.report import PNG_NAME, collect_rows, format_table, main, run_labels, sort_rows
+from seq2seq.report import PNG_NAME, collect_rows, format_table, main, run_colours, run_labels, sort_rows
+from seq2seq.results import CheckpointScores, RunResults, SearchScores, TrainSummary, ValidSummary
 
 from .conftest import REPO, cli, tiny_overrides
 
@@ -45,6 +46,7 @@ def multirun(tmp_path_factory, spm_cache) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_report_of_a_real_multirun(multirun):
     result = cli("report", multirun)
     assert result.returncode == 0, result.stderr
@@ -93,11 +95,16 @@ def write_job(job: Path, overrides: list[str], cell: str, results: dict | None =
 
 def fake_results(bleu: float, minutes: list[float]) -> dict:
     history = [{"step": 10 * (i + 1), "minutes": m, "bleu": bleu + i} for i, m in enumerate(minutes)]
-    return {
-        "test": {"greedy": {"beam_size": 1, "bleu": bleu}, "beam": {"beam_size": 5, "bleu": bleu + 1}},
-        "valid": {"best_bleu": bleu + len(minutes) - 1, "best_step": 10 * len(minutes), "history": history},
-        "train": {"minutes": minutes[-1], "parameters": 1234, "tokens_per_sec": 5000.0},
-    }
+
+    def search(beam_size: int, value: float) -> SearchScores:
+        return SearchScores(beam_size, value, 50.0, "bleu-signature", "chrf-signature", 100.0)
+
+    return RunResults(
+        CheckpointScores(search(1, bleu), search(5, bleu + 1)),
+        ValidSummary(bleu + len(minutes) - 1, 10 * len(minutes), history),
+        TrainSummary(10 * len(minutes), 1, minutes[-1], minutes[-1] + 1, 1234, 5000.0, "cpu"),
+        "checkpoints/best.pt",
+    ).to_dict()
 
 
 def test_a_crashed_job_gets_a_row_from_its_config(tmp_path, capsys):
@@ -152,6 +159,7 @@ def test_jobs_at_any_depth_in_natural_order_and_resumed_clocks(tmp_path):
     assert format_table(rows).count("\n") == 3
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_end_the_sweep(tmp_path, spm_cache):
     # both values are out of range: each job fails at config validation, before any training
     sweep = tmp_path / "sweep"
@@ -164,9 +172,61 @@ def test_a_failing_job_does_not_end_the_sweep(tmp_path, spm_cache):
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    assert output.count("train.teacher_forcing_ratio must be in [0.0, 1.0]") == 2  # the second job ran too
+    # the second job ran too; each job's error is in the log (stdout) and, since stdout is not stderr, on stderr
+    assert result.stdout.count("train.teacher_forcing_ratio must be in [0.0, 1.0]") == 2
+    assert result.stderr.count("seq2seq.train: config error: train.teacher_forcing_ratio must be in") == 2
     report = cli("report", sweep)
     assert report.returncode == 1  # no job finished
     rows = table_rows(report.stdout)
     assert len(rows) == 2 and all("no results.json" in " ".join(row) for row in rows.values())
+
+
+def test_the_plot_is_written_for_a_multirun_table_or_when_asked(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for n in (0, 1):
+        write_job(sweep / str(n), [f"train.seed={n}"], "gru", fake_results(float(n), [0.5, 1.0]))
+    assert main([str(sweep), "--json"]) == 0
+    assert not (sweep / PNG_NAME).exists()  # --json is for scripts: no file written behind their back
+    assert main([str(sweep), "--json", "--sort", "val_bleu"]) == 0
+    assert not (sweep / PNG_NAME).exists()
+    assert main([str(sweep)]) == 0
+    assert png_size(sweep / PNG_NAME)[0] > 0
+
+    run = tmp_path / "run"  # a single run: the folder is itself the job
+    write_job(run, ["train.seed=3"], "gru", fake_results(3.0, [0.5, 1.0]))
+    capsys.readouterr()
+    assert main([str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert list(table_rows(out)) == ["run"] and "Traceback" not in err
+    assert not list(run.glob("*.png"))
+    assert main([str(run), "--json", "--png", str(tmp_path / "plots" / "run.png")]) == 0
+    assert png_size(tmp_path / "plots" / "run.png")[0] > 0
+    assert not list(run.glob("*.png"))
+
+
+def test_a_run_keeps_its_colour_whatever_the_sort(tmp_path):
+    for n, bleu in ((0, 5.0), (1, 20.0), (2, 10.0), (10, 1.0)):
+        write_job(tmp_path / str(n), [f"model.hidden_size={100 - n}"], "gru", fake_results(bleu, [0.5, 1.0]))
+    write_job(tmp_path / "3", ["model.hidden_size=97"], "gru")  # crashed: it gets a colour too
+    rows = collect_rows(tmp_path)
+    by_name, by_bleu = sort_rows(rows, "name"), sort_rows(rows, "val_bleu")
+    assert [r["job"] for r in by_name] != [r["job"] for r in by_bleu]
+    colours = run_colours(by_name)
+    assert colours == run_colours(by_bleu) == run_colours(rows)
+    assert set(colours) == {"0", "1", "2", "3", "10"} and len(set(colours.values())) == 5
+    assert colours["0"] == "#1f77b4"  # tab10's first colour for the first job
+    assert list(colours) == ["0", "1", "2", "3", "10"]  # by folder order, 2 before 10
+
+
+def test_null_tokens_per_sec_shows_a_dash(tmp_path, capsys):
+    results = fake_results(10.0, [0.5])
+    results["train"]["tokens_per_sec"] = None  # a run shorter than one log window
+    write_job(tmp_path / "0", ["train.max_steps=2"], "gru", results)
+    write_job(tmp_path / "1", ["train.max_steps=3"], "gru", fake_results(11.0, [0.5]))
+    assert main([str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    rows = table_rows(out)
+    assert rows["train.max_steps=2"][7] == "—" and rows["train.max_steps=3"][7] == "5,000"
+    assert "Traceback" not in err
+    assert main([str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["tokens_per_sec"] is None
