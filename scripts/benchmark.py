@@ -1,24 +1,27 @@
 """Benchmark harness: training throughput, decoding speed and peak memory, on Multi30k by default.
 
-    python scripts/benchmark.py [--data-dir ../shared/data/multi30k] [--experiment multi30k_gru]
+    python scripts/benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru]
         [--checkpoint CKPT] [--windows 5] [--window-steps 10] [--warmup-steps 5] [--out benchmark.json]
         [--peer joeynmt [--peer-checkpoint JOEY_MODEL_DIR_OR_CKPT] [--peer-batch-size 128]
          [--peer-venv ~/.cache/seq2seq/joeynmt-venv] [--peer-timeout 1800]] [--repeats N]
         [KEY=VALUE ...]          # any config override, e.g. train.threads=2 model.hidden_size=256
 
 Each measurement runs in a fresh worker process (so its peak resident memory is its own):
-- training: target tokens per second over steady-state steps (the first --warmup-steps excluded),
-  the median of --windows windows of --window-steps steps each;
+- training: target tokens per second of the update alone (`seq2seq.optim.TrainStep`: forward,
+  loss, backward, clipping, optimizer step; no validation, logging or checkpoints) over steady-state
+  steps (the first --warmup-steps excluded), the median of --windows windows of --window-steps steps
+  each, on the batches of the first epoch(s) of training;
 - decoding (needs --checkpoint, a trained model): sentences per second on the test split
   (test_2016_flickr: 1,000 sentences) with greedy search and with beam 5, and their BLEU.
 With --repeats N each measurement runs N times (the median over runs is reported).
 
-With --peer joeynmt the same run also times Joey NMT 2.3.0 (scripts/joeynmt_peer.py; installed on
-demand into its own venv) on the same data, SentencePiece vocabulary and architecture, alternating
-runs ours/theirs (--repeats defaults to 2 then): training with sentence batches of --peer-batch-size,
-ours then gets the token budget whose mean batch holds as many sentences (unless train.batch_tokens
-is given), and decoding (greedy, beam 5) when --peer-checkpoint names a trained Joey model. The
-report adds Joey's numbers and the ratios ours/theirs.
+With --peer joeynmt the same run also times Joey NMT 2.3.0 on the same data, SentencePiece
+vocabulary and architecture, alternating runs ours/theirs (--repeats defaults to 2 then): training
+with sentence batches of --peer-batch-size, ours then gets the token budget whose mean batch holds as
+many sentences (unless train.batch_tokens is given), and decoding (greedy, beam 5) when
+--peer-checkpoint names a trained Joey model. The report adds Joey's numbers and the ratios
+ours/theirs. Joey is driven by scripts/joeynmt_peer.py, run as a command (never imported): it
+installs Joey on demand into its own venv and answers each measurement with a line of JSON.
 
 The results go to a JSON file and a markdown table on standard output.
 """
@@ -26,7 +29,7 @@ The results go to a JSON file and a markdown table on standard output.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import json
 import os
 import platform
@@ -36,34 +39,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+
+from seq2seq.checkpoint import model_from_checkpoint
+from seq2seq.compose import compose
+from seq2seq.config import Config
+from seq2seq.corpus import load_split
+from seq2seq.data import epoch_batches, make_batch, prepare_data, token_batches
+from seq2seq.device import resolve_device
+from seq2seq.model import build_model, count_parameters
+from seq2seq.optim import TrainStep
+from seq2seq.validation import search_scores
+
+PEER_SCRIPT = Path(__file__).resolve().with_name("joeynmt_peer.py")  # run as a command, never imported
+SEARCHES = (("greedy", 1), ("beam5", 5))  # report key, beam size
 
 
-def compose(experiment: str, data_dir: str, src: str, tgt: str, overrides: list[str]):  # noqa: ANN201
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+# ----------------------------------------------------------------------------- the measurements (workers)
 
-    from seq2seq.config import Config
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(
-            config_name="config",
-            overrides=[
-                f"+experiment={experiment}",
-                f"data.dir={data_dir}",
-                f"data.src_lang={src}",
-                f"data.tgt_lang={tgt}",
-                *overrides,
-            ],
-        )
-    return Config.from_dict(OmegaConf.to_object(cfg))
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's config: the experiment, the data folder and languages, then the KEY=VALUE overrides."""
+    data = [f"data.dir={args.data_dir}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}"]
+    return compose(args.experiment, [*data, *args.overrides])
 
 
 def machine() -> str:
@@ -76,8 +79,6 @@ def machine() -> str:
         ]
         model = names[0] if names else model
     text = f"{model}, {os.cpu_count()} cores"
-    import torch
-
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(0)}"
     return text
@@ -87,62 +88,87 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_training(args: argparse.Namespace) -> dict:
-    import random
-
-    import torch
-
-    from seq2seq.data import make_batch, token_batches
-    from seq2seq.model import count_parameters
-    from seq2seq.trainer import Trainer, prepare_data
-
-    config = config_from_args(args)
+def set_threads(config: Config) -> None:
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
+
+
+def training_batches(
+    src_lengths: Sequence[int], tgt_lengths: Sequence[int], batch_tokens: int, seed: int
+) -> Iterator[list[int]]:
+    """The batches (lists of pair indices) training would take, epoch after epoch, as the trainer draws them."""
+    for epoch in itertools.count(1):
+        yield from epoch_batches(src_lengths, tgt_lengths, batch_tokens, seed, epoch)
+
+
+def timed_windows(
+    batches: Iterator[list[int]],
+    train_on: Callable[[int, list[int]], int],
+    warmup_steps: int,
+    windows: int,
+    window_steps: int,
+) -> tuple[list[float], int]:
+    """Tokens/s of each window of `window_steps` steps after `warmup_steps` untimed ones, and the sentences timed.
+
+    `train_on(step, indices)` trains one step on the pairs `indices` and returns its target tokens.
+    """
+    for step in range(warmup_steps):
+        train_on(step, next(batches))
+    rates: list[float] = []
+    sentences, step = 0, warmup_steps
+    for _ in range(windows):
+        tokens, start = 0, time.perf_counter()
+        for _ in range(window_steps):
+            indices = next(batches)
+            tokens += train_on(step, indices)
+            sentences += len(indices)
+            step += 1
+        rates.append(tokens / (time.perf_counter() - start))
+    return rates, sentences
+
+
+def measure_training(args: argparse.Namespace) -> dict:
+    """Target tokens/s of `TrainStep` alone on the experiment's model and training data."""
+    config = config_from_args(args)
+    set_threads(config)
+    device = resolve_device(config.train.device)
     data = prepare_data(config)
-    src_lengths, tgt_lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+    lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
     batch_tokens = config.train.batch_tokens
     if args.batch_sentences:
-        batch_tokens = budget_for_sentences(src_lengths, tgt_lengths, args.batch_sentences)
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, Path(run_dir), data)
-        batches = token_batches(src_lengths, tgt_lengths, batch_tokens, random.Random(config.train.seed))
-        needed = args.warmup_steps + args.windows * args.window_steps
-        windows: list[float] = []
-        sentences = 0
-        tokens, start = 0, 0.0
-        for step, indices in enumerate(batches[:needed]):
-            if step >= args.warmup_steps and (step - args.warmup_steps) % args.window_steps == 0:
-                if step > args.warmup_steps:
-                    windows.append(tokens / (time.perf_counter() - start))
-                tokens, start = 0, time.perf_counter()
-            batch = make_batch([data.train_src[i] for i in indices], [data.train_tgt[i] for i in indices])
-            _, ntokens, _, _ = trainer.train_step(batch.to(trainer.device))
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            tokens += ntokens
-            sentences += len(indices) if step >= args.warmup_steps else 0
-        windows.append(tokens / (time.perf_counter() - start))
-        trainer.writer.close()
+        batch_tokens = budget_for_sentences(*lengths, args.batch_sentences)
+    torch.manual_seed(config.train.seed)  # the trainer's initial weights
+    tok = data.tokenizer
+    model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).to(device)
+    update = TrainStep(model, config.train, device)
+
+    def train_on(step: int, indices: list[int]) -> int:
+        batch = make_batch([data.train_src[i] for i in indices], [data.train_tgt[i] for i in indices])
+        result = update.step(batch.to(device), step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return result.tokens
+
+    batches = training_batches(*lengths, batch_tokens, config.train.seed)
+    windows, sentences = timed_windows(batches, train_on, args.warmup_steps, args.windows, args.window_steps)
+    steps = args.windows * args.window_steps
     return {
         "tokens_per_sec": round(statistics.median(windows)),
         "tokens_per_sec_windows": [round(w) for w in windows],
-        "steps_timed": args.windows * args.window_steps,
-        "sentences_per_batch": round(sentences / (args.windows * args.window_steps), 1),
+        "steps_timed": steps,
+        "sentences_per_batch": round(sentences / steps, 1),
         "batch_tokens": batch_tokens,
         "threads": torch.get_num_threads(),
-        "device": str(trainer.device),
+        "device": str(device),
         "precision": config.train.precision,
-        "parameters": count_parameters(trainer.model),
-        "vocab": [data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size],
+        "parameters": count_parameters(model),
+        "vocab": [tok.src_vocab_size, tok.tgt_vocab_size],
         "peak_rss_mb": round(peak_rss_mb()),
     }
 
 
-def budget_for_sentences(src_lengths: list[int], tgt_lengths: list[int], sentences: int) -> int:
+def budget_for_sentences(src_lengths: Sequence[int], tgt_lengths: Sequence[int], sentences: int) -> int:
     """The smallest token budget whose batches (seq2seq.data.token_batches) hold >= `sentences` on average."""
-    from seq2seq.data import token_batches
 
     def mean_rows(budget: int) -> float:
         return len(src_lengths) / len(token_batches(src_lengths, tgt_lengths, budget))
@@ -157,77 +183,24 @@ def budget_for_sentences(src_lengths: list[int], tgt_lengths: list[int], sentenc
     return low
 
 
-def config_from_args(args: argparse.Namespace):  # noqa: ANN201
-    """The run's config: the experiment, the data folder and languages, then the KEY=VALUE overrides."""
-    return compose(args.experiment, args.data_dir, args.src, args.tgt, args.overrides)
-
-
-@contextlib.contextmanager
-def peer_workspace(args: argparse.Namespace) -> Iterator[tuple[Any, dict, Path]]:
-    """What a Joey worker needs: our config, the inputs `prepare_peer` wrote, and a scratch folder."""
-    inputs = json.loads((Path(args.peer_work) / "inputs.json").read_text())
-    with tempfile.TemporaryDirectory(dir=args.peer_work) as work:
-        yield config_from_args(args), inputs, Path(work)
-
-
-def measure_peer_training(args: argparse.Namespace) -> dict:
-    import joeynmt_peer
-
-    with peer_workspace(args) as (config, inputs, work):
-        return joeynmt_peer.measure_training(
-            Path(args.peer_python),
-            config,
-            inputs,
-            work,
-            batch_size=args.peer_batch_size,
-            warmup_steps=args.warmup_steps,
-            windows=args.windows,
-            window_steps=args.window_steps,
-            timeout=args.peer_timeout,
-            use_cuda=args.peer_cuda,
-        )
-
-
-def measure_peer_decoding(args: argparse.Namespace) -> dict:
-    import joeynmt_peer
-
-    with peer_workspace(args) as (config, inputs, work):
-        return joeynmt_peer.measure_decoding(
-            Path(args.peer_python),
-            args.peer_checkpoint,
-            inputs["prefixes"]["test"],
-            work,
-            batch_size=args.decode_batch_size,
-            timeout=args.peer_timeout,
-            threads=config.train.threads,
-        )
-
-
 def measure_decoding(args: argparse.Namespace) -> dict:
-    import torch
+    """Sentences/s of --checkpoint on the test split, greedy and beam 5 (`seq2seq.validation.search_scores`).
 
-    from seq2seq.checkpoint import model_from_checkpoint
-    from seq2seq.corpus import load_split
-    from seq2seq.inference import best_strings, translate_sentences
-    from seq2seq.metrics import score
-    from seq2seq.trainer import resolve_device
-
+    Timed around tokenizing, searching and detokenizing (scoring and model loading excluded).
+    """
     config = config_from_args(args)
+    set_threads(config)
     device = resolve_device(config.train.device)
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
     model, tokenizer, saved, _ = model_from_checkpoint(args.checkpoint, device)
     test = load_split(config.data, "test")
-    results = {"sentences": len(test), "threads": torch.get_num_threads(), "device": str(device)}
-    for name, beam in (("greedy", 1), ("beam5", 5)):
+    results: dict[str, Any] = {"sentences": len(test), "threads": torch.get_num_threads(), "device": str(device)}
+    for name, beam in SEARCHES:
         decode = replace(saved.decode, beam_size=beam, nbest=1, batch_size=args.decode_batch_size)
-        start = time.perf_counter()
-        hyps = best_strings(tokenizer, translate_sentences(model, tokenizer, test.src, decode, device))
-        seconds = time.perf_counter() - start
-        scores = score(hyps, test.tgt)
+        scores, hyps = search_scores(model, tokenizer, test, decode, device)
+        rate = scores.sentences_per_sec
         results[name] = {
-            "sentences_per_sec": round(len(hyps) / seconds, 1),
-            "seconds": round(seconds, 1),
+            "sentences_per_sec": rate,
+            "seconds": round(len(hyps) / rate, 1) if rate else None,
             "words_per_sentence": round(statistics.mean(len(h.split()) for h in hyps), 2),
             "bleu": scores.bleu,
             "chrf": scores.chrf,
@@ -237,11 +210,126 @@ def measure_decoding(args: argparse.Namespace) -> dict:
     return results
 
 
-def run_worker(kind: str, argv: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind, *argv], capture_output=True, text=True)
+WORKERS: dict[str, Callable[[argparse.Namespace], dict]] = {"train": measure_training, "decode": measure_decoding}
+
+
+# ----------------------------------------------------------------------------- the processes
+
+
+def run_json(command: Sequence[str], what: str, stream_stderr: bool = False) -> dict:
+    """Run a measuring process; its answer is the JSON object on the last line of its standard output.
+
+    Its standard error is shown only if it fails, unless `stream_stderr` (then as it comes).
+    """
+    proc = subprocess.run(
+        list(command), stdout=subprocess.PIPE, stderr=None if stream_stderr else subprocess.PIPE, text=True
+    )
     if proc.returncode != 0:
-        raise SystemExit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{what} failed:\n" + ("(its messages are above)" if stream_stderr else proc.stderr[-3000:]))
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        raise SystemExit(f"{what} printed no result")
+    return json.loads(lines[-1])
+
+
+def experiment_argv(args: argparse.Namespace) -> list[str]:
+    """The options that name our experiment, understood alike by this script's workers and joeynmt_peer.py."""
+    return ["--data-dir", args.data_dir, "--src", args.src, "--tgt", args.tgt, "--experiment", args.experiment]
+
+
+def run_worker(kind: str, argv: list[str]) -> dict:
+    return run_json([sys.executable, __file__, "--worker", kind, *argv], f"{kind} worker")
+
+
+def peer_command(args: argparse.Namespace, command: str, work: Path, *options: str) -> list[str]:
+    """`python scripts/joeynmt_peer.py COMMAND WORK ...` for our experiment and overrides."""
+    return [
+        *(sys.executable, str(PEER_SCRIPT), command, str(work)),
+        *experiment_argv(args),
+        *("--venv", args.peer_venv),
+        *options,
+        *args.overrides,
+    ]
+
+
+def peer_train_command(args: argparse.Namespace, work: Path) -> list[str]:
+    """Joey's training throughput, with our warm-up and windows, in sentence batches of --peer-batch-size."""
+    return peer_command(
+        args,
+        "measure-train",
+        work,
+        *("--batch-size", str(args.peer_batch_size), "--warmup-steps", str(args.warmup_steps)),
+        *("--windows", str(args.windows), "--window-steps", str(args.window_steps)),
+        *("--timeout", str(args.peer_timeout)),
+    )
+
+
+def peer_decode_command(args: argparse.Namespace, work: Path) -> list[str]:
+    """Joey's decoding speed with --peer-checkpoint, in batches of --decode-batch-size sentences."""
+    return peer_command(
+        args,
+        "measure-decode",
+        work,
+        *("--checkpoint", args.peer_checkpoint, "--batch-size", str(args.decode_batch_size)),
+        *("--timeout", str(args.peer_timeout)),
+    )
+
+
+class JoeyPeer:
+    """Joey NMT through scripts/joeynmt_peer.py: one fresh process per measurement (its peak RSS its own)."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        """Install Joey (once) and write its inputs to `work`."""
+        self.args, self.work = args, work
+        answer = run_json(peer_command(args, "prepare", work), "Joey NMT setup", stream_stderr=True)
+        self.version: str = answer["version"]
+
+    def train(self) -> dict:
+        return run_json(peer_train_command(self.args, self.work), "Joey training")
+
+    def decode(self) -> dict:
+        return run_json(peer_decode_command(self.args, self.work), "Joey decoding")
+
+
+def measure_all(args: argparse.Namespace, repeats: int, peer: JoeyPeer | None) -> dict:
+    """Training, then decoding, each `repeats` times, alternating ours and the peer's runs."""
+    argv = [
+        *experiment_argv(args),
+        *("--warmup-steps", str(args.warmup_steps), "--windows", str(args.windows)),
+        *("--window-steps", str(args.window_steps), "--decode-batch-size", str(args.decode_batch_size)),
+        *(("--checkpoint", args.checkpoint) if args.checkpoint else ()),
+    ]
+    train_argv = list(argv)
+    if peer and not any(o.lstrip("+").startswith("train.batch_tokens=") for o in args.overrides):
+        train_argv += ["--batch-sentences", str(args.peer_batch_size)]
+    report: dict[str, Any] = {}
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(run_worker("train", [*train_argv, *args.overrides]))
+        if peer:
+            theirs.append(peer.train())
+    report["training"] = combine_training(ours)
+    if peer:
+        report["peer"] = {"name": args.peer, "version": peer.version, "training": combine_training(theirs)}
+    ours, theirs = [], []
+    for _ in range(repeats):
+        if args.checkpoint:
+            ours.append(run_worker("decode", [*argv, *args.overrides]))
+        if peer and args.peer_checkpoint:
+            theirs.append(peer.decode())
+    if ours:
+        report["decoding"] = combine_decoding(ours)
+    if peer:
+        if theirs:
+            report["peer"]["decoding"] = combine_decoding(theirs)
+        else:
+            report["peer"]["decoding"] = {"skipped": "no --peer-checkpoint: Joey's decoding was not measured"}
+            print("note: no --peer-checkpoint, so Joey's decoding was not measured", file=sys.stderr)
+        report["ratios"] = ratios(report)
+    return report
+
+
+# ----------------------------------------------------------------------------- the report
 
 
 def combine_training(runs: list[dict]) -> dict:
@@ -260,7 +348,7 @@ def combine_training(runs: list[dict]) -> dict:
 def combine_decoding(runs: list[dict]) -> dict:
     """One decoding entry from repeated runs: the median sentences/s per search."""
     out = dict(runs[0])
-    for name in ("greedy", "beam5"):
+    for name, _ in SEARCHES:
         out[name] = dict(runs[0][name])
         out[name]["sentences_per_sec"] = round(statistics.median(r[name]["sentences_per_sec"] for r in runs), 1)
         out[name]["sentences_per_sec_runs"] = [r[name]["sentences_per_sec"] for r in runs]
@@ -270,6 +358,21 @@ def combine_decoding(runs: list[dict]) -> dict:
 
 def ratio(ours: float, theirs: float) -> float | None:
     return round(ours / theirs, 2) if theirs else None
+
+
+def ratios(report: dict) -> dict[str, float | None]:
+    """Ours/theirs: training tokens/s, and sentences/s per search where both decoded."""
+    peer, d = report["peer"], report.get("decoding")
+    pd = peer["decoding"]
+    return {
+        "training_tokens_per_sec": ratio(report["training"]["tokens_per_sec"], peer["training"]["tokens_per_sec"]),
+        **{
+            f"{s}_sentences_per_sec": ratio(d[s]["sentences_per_sec"], pd[s]["sentences_per_sec"])
+            if d and s in pd
+            else None
+            for s, _ in SEARCHES
+        },
+    }
 
 
 def markdown(report: dict) -> str:
@@ -333,28 +436,9 @@ def markdown_with_peer(report: dict) -> str:
     return "\n".join(rows)
 
 
-def prepare_peer(args: argparse.Namespace, work: Path) -> list[str]:
-    """Install (once) and feed the peer; return the extra worker arguments for its runs."""
-    import joeynmt_peer
-
-    from seq2seq.trainer import resolve_device
-
-    python = joeynmt_peer.ensure_venv(Path(args.peer_venv).expanduser(), log=lambda m: print(m, file=sys.stderr))
-    config = config_from_args(args)
-    inputs = joeynmt_peer.write_inputs(config, work)
-    (work / "inputs.json").write_text(json.dumps(inputs))
-    cuda = resolve_device(config.train.device).type == "cuda"
-    return [
-        *("--peer-python", str(python), "--peer-work", str(work), "--peer-batch-size", str(args.peer_batch_size)),
-        *("--peer-timeout", str(args.peer_timeout)),
-        *(("--peer-checkpoint", args.peer_checkpoint) if args.peer_checkpoint else ()),
-        *(("--peer-cuda",) if cuda else ()),
-    ]
-
-
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--data-dir", required=True, help="the corpus folder, e.g. PATH/TO/multi30k")
     parser.add_argument("--src", default="de")
     parser.add_argument("--tgt", default="en")
     parser.add_argument("--experiment", default="multi30k_gru")
@@ -372,77 +456,34 @@ def main() -> None:
     )
     parser.add_argument("--peer-timeout", type=float, default=1800, help="seconds before a Joey run is killed")
     parser.add_argument("--out", default="benchmark.json")
-    parser.add_argument("--worker", choices=["train", "decode", "peer-train", "peer-decode"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--batch-sentences", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--peer-python", help=argparse.SUPPRESS)
-    parser.add_argument("--peer-work", help=argparse.SUPPRESS)
-    parser.add_argument("--peer-cuda", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="config overrides, KEY=VALUE")
-    args = parser.parse_args()
-    if args.worker:
-        measure = {
-            "train": measure_training,
-            "decode": measure_decoding,
-            "peer-train": measure_peer_training,
-            "peer-decode": measure_peer_decoding,
-        }[args.worker]
-        print(json.dumps(measure(args)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.worker:  # one measurement, in this fresh process: its JSON is the last line of standard output
+        print(json.dumps(WORKERS[args.worker](args)))
         return
     if args.peer_checkpoint and not args.peer:
         parser.error("--peer-checkpoint needs --peer joeynmt")
+    if args.warmup_steps < 0 or args.windows < 1 or args.window_steps < 1:
+        parser.error("--windows and --window-steps must be at least 1, --warmup-steps at least 0")
     repeats = args.repeats or (2 if args.peer else 1)
-    argv = [
-        *("--data-dir", args.data_dir, "--src", args.src, "--tgt", args.tgt, "--experiment", args.experiment),
-        *("--warmup-steps", str(args.warmup_steps), "--windows", str(args.windows)),
-        *("--window-steps", str(args.window_steps), "--decode-batch-size", str(args.decode_batch_size)),
-        *(("--checkpoint", args.checkpoint) if args.checkpoint else ()),
-    ]
-    train_argv = list(argv)
-    if args.peer and not any(o.lstrip("+").startswith("train.batch_tokens=") for o in args.overrides):
-        train_argv += ["--batch-sentences", str(args.peer_batch_size)]
-    report = {
+    report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "command": " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
         "experiment": args.experiment,
         "overrides": args.overrides,
         "repeats": repeats,
     }
     with tempfile.TemporaryDirectory(prefix="seq2seq-peer-") as work:
-        peer_argv = [*argv, *prepare_peer(args, Path(work))] if args.peer else []
-        ours, theirs = [], []
-        for _ in range(repeats):
-            ours.append(run_worker("train", [*train_argv, *args.overrides]))
-            if args.peer:
-                theirs.append(run_worker("peer-train", [*peer_argv, *args.overrides]))
-        report["training"] = combine_training(ours)
-        if args.peer:
-            report["peer"] = {"name": args.peer, "version": "2.3.0", "training": combine_training(theirs)}
-        ours, theirs = [], []
-        for _ in range(repeats):
-            if args.checkpoint:
-                ours.append(run_worker("decode", [*argv, *args.overrides]))
-            if args.peer and args.peer_checkpoint:
-                theirs.append(run_worker("peer-decode", [*peer_argv, *args.overrides]))
-    if ours:
-        report["decoding"] = combine_decoding(ours)
-    if args.peer:
-        peer = report["peer"]
-        if theirs:
-            peer["decoding"] = combine_decoding(theirs)
-        else:
-            peer["decoding"] = {"skipped": "no --peer-checkpoint: Joey's decoding was not measured"}
-            print("note: no --peer-checkpoint, so Joey's decoding was not measured", file=sys.stderr)
-        d, pd = report.get("decoding"), peer["decoding"]
-        report["ratios"] = {
-            "training_tokens_per_sec": ratio(report["training"]["tokens_per_sec"], peer["training"]["tokens_per_sec"]),
-            **{
-                f"{s}_sentences_per_sec": ratio(d[s]["sentences_per_sec"], pd[s]["sentences_per_sec"])
-                if d and s in pd
-                else None
-                for s in ("greedy", "beam5")
-            },
-        }
+        peer = JoeyPeer(args, Path(work)) if args.peer else None
+        report.update(measure_all(args, repeats, peer))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     print(f"\n(written to {args.out})")

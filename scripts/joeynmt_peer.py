@@ -1,9 +1,10 @@
 """Joey NMT 2.3.0 as a peer for scripts/benchmark.py: its venv, its inputs, its config, its logs.
 
 Joey runs from its own virtual environment (not a dependency of this project), created on demand and
-reused: ``~/.cache/seq2seq/joeynmt-venv`` unless ``--peer-venv`` says otherwise. It gets the same
-corpus (plain-text copies under a temporary folder), the same joint SentencePiece model and
-vocabulary as ours, and the architecture of our experiment (``model.*``), with sentence batches.
+reused: ``~/.cache/seq2seq/joeynmt-venv`` unless ``--venv`` (benchmark.py: ``--peer-venv``) says
+otherwise. It gets the same corpus (plain-text copies under a temporary folder), the same joint
+SentencePiece model and vocabulary as ours, and the architecture of our experiment (``model.*``),
+with sentence batches.
 
 Training throughput: ``joeynmt train CONFIG --skip-test`` capped by ``training.updates``, with
 ``logging_freq`` = the window size; Joey logs ``Tokens per Sec`` (non-pad target tokens, EOS
@@ -16,11 +17,27 @@ To train a Joey model for the decoding comparison:
     python scripts/joeynmt_peer.py write-config OUTDIR [--experiment multi30k_gru] [--epochs 20]
     ~/.cache/seq2seq/joeynmt-venv/bin/python -m joeynmt train OUTDIR/config.yaml
     python scripts/benchmark.py --peer joeynmt --peer-checkpoint OUTDIR/model ...
+
+scripts/benchmark.py drives this script through its command line, never by importing it: each
+measurement is a fresh process (so its peak resident memory is Joey's own) that prints one JSON
+object as the last line of its standard output:
+
+    python scripts/joeynmt_peer.py prepare WORK [--venv VENV] [CONFIG...]       # venv + inputs in WORK
+    python scripts/joeynmt_peer.py measure-train WORK [--batch-size 128] [--warmup-steps 5]
+        [--windows 5] [--window-steps 10] [--timeout 1800] [--venv VENV] [CONFIG...]
+    python scripts/joeynmt_peer.py measure-decode WORK --checkpoint JOEY_MODEL [--batch-size 64]
+        [--timeout 1800] [--venv VENV] [CONFIG...]
+
+CONFIG is our experiment, as for scripts/benchmark.py: ``--data-dir``, ``--src``, ``--tgt``,
+``--experiment`` and any ``KEY=VALUE`` overrides.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import copy
+import json
 import math
 import os
 import re
@@ -29,14 +46,26 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import sentencepiece as spm
+import yaml
+
+from seq2seq.compose import compose
+from seq2seq.config import Config, DecodeConfig, ModelConfig
+from seq2seq.corpus import load_corpus
+from seq2seq.device import resolve_device
+from seq2seq.tokenizer import build_tokenizer
 
 JOEY_VERSION = "2.3.0"
 DEFAULT_VENV = Path("~/.cache/seq2seq/joeynmt-venv").expanduser()
 PIP_PACKAGES = ["torch==2.13.0", f"joeynmt=={JOEY_VERSION}", "importlib_metadata", "sentencepiece==0.2.0"]
 NEVER = 10**9  # a validation frequency that never comes
+STDERR_FD = 2  # a child's standard output sent to our standard error
 
 _TRAIN_LINE = re.compile(r"Epoch\s+(\d+), Step:\s+(\d+),.*Tokens per Sec:\s+([0-9.]+)")
 _PARAMS_LINE = re.compile(r"Total params: (\d+)")
@@ -53,8 +82,11 @@ def venv_python(venv: Path) -> Path:
     return Path(venv) / "bin" / "python"
 
 
-def ensure_venv(venv: Path = DEFAULT_VENV, log=print) -> Path:  # noqa: ANN001
-    """The venv's python, creating the venv and installing Joey there first when it is missing."""
+def ensure_venv(venv: Path = DEFAULT_VENV, log: Callable[[str], None] = print) -> Path:
+    """The venv's python, creating the venv and installing Joey there first when it is missing.
+
+    The installers' own output goes to standard error: standard output carries the JSON answer.
+    """
     python = venv_python(venv)
     check = [str(python), "-c", "import importlib.metadata as m; print(m.version('joeynmt'))"]
     if python.is_file():
@@ -64,8 +96,8 @@ def ensure_venv(venv: Path = DEFAULT_VENV, log=print) -> Path:  # noqa: ANN001
     log(f"installing Joey NMT {JOEY_VERSION} into {venv} (a few minutes, once)")
     start = time.perf_counter()
     if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *PIP_PACKAGES], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, stdout=STDERR_FD)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *PIP_PACKAGES], check=True, stdout=STDERR_FD)
     probe = subprocess.run(check, capture_output=True, text=True)
     if probe.returncode != 0 or probe.stdout.strip() != JOEY_VERSION:
         raise SystemExit(f"Joey NMT {JOEY_VERSION} is not importable in {venv}:\n{probe.stderr[-2000:]}")
@@ -76,15 +108,12 @@ def ensure_venv(venv: Path = DEFAULT_VENV, log=print) -> Path:  # noqa: ANN001
 # ----------------------------------------------------------------------------- inputs and config
 
 
-def write_inputs(config: Any, out_dir: Path) -> dict[str, Any]:  # noqa: ANN401
+def write_inputs(config: Config, out_dir: Path) -> dict[str, Any]:
     """Write Joey's inputs for our config: plain-text splits, our SentencePiece model and its vocabulary.
 
     The corpus is read (and cleaned) by our own loader and the tokenizer is our cached one, so both
     systems see the same sentences and the same subwords. Returns the paths ``joey_config`` needs.
     """
-    from seq2seq.corpus import load_corpus
-    from seq2seq.tokenizer import build_tokenizer
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = load_corpus(config.data)
@@ -108,14 +137,12 @@ def write_inputs(config: Any, out_dir: Path) -> dict[str, Any]:  # noqa: ANN401
 
 def sentencepiece_pieces(model: bytes) -> list[str]:
     """All pieces of a serialized SentencePiece model, in id order (Joey's vocabulary file)."""
-    import sentencepiece as spm
-
     sp = spm.SentencePieceProcessor(model_proto=model)
     return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
 
 
 def joey_config(
-    config: Any,  # noqa: ANN401
+    config: Config,
     inputs: dict[str, Any],
     model_dir: str | Path,
     *,
@@ -133,12 +160,25 @@ def joey_config(
     clipping, token-normalised loss), sentence batches of ``batch_size``. The learning rate stays
     constant (``exponential`` with factor 1.0: Joey's ``plateau`` passes ``verbose=``, gone in torch 2.13).
     """
-    m, t, d = config.model, config.train, config.decode
-    if m.attention not in ("bahdanau", "luong_general", "luong_dot"):
-        raise SystemExit(f"Joey's recurrent decoder needs attention; this experiment has attention={m.attention}")
-    if m.cell not in ("gru", "lstm"):
-        raise SystemExit(f"Joey has GRU and LSTM cells only, not {m.cell}")
-    attention = "bahdanau" if m.attention == "bahdanau" else "luong"
+    training = joey_training(config, model_dir, batch_size, epochs, validation_freq, logging_freq, use_cuda)
+    if updates is not None:
+        training["updates"] = updates
+    return {
+        "name": "seq2seq-benchmark-peer",
+        "joeynmt_version": JOEY_VERSION,
+        "model_dir": str(model_dir),
+        "use_cuda": use_cuda,
+        "fp16": False,
+        "random_seed": config.train.seed,
+        "data": joey_data(config, inputs),
+        "training": training,
+        "testing": joey_testing(config.decode),
+        "model": joey_model(config.model),
+    }
+
+
+def joey_data(config: Config, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` section: our plain-text splits, our SentencePiece model and vocabulary on both sides."""
     prefixes = inputs["prefixes"]
 
     def side(lang: str) -> dict[str, Any]:
@@ -152,7 +192,7 @@ def joey_config(
             "tokenizer_cfg": {"model_file": inputs["model_file"]},
         }
 
-    data = {
+    return {
         "train": prefixes.get("train"),
         "dev": prefixes.get("valid"),
         "test": prefixes.get("test"),
@@ -160,6 +200,19 @@ def joey_config(
         "src": side(config.data.src_lang),
         "trg": side(config.data.tgt_lang),
     }
+
+
+def joey_training(
+    config: Config,
+    model_dir: str | Path,
+    batch_size: int,
+    epochs: int | None,
+    validation_freq: int,
+    logging_freq: int,
+    use_cuda: bool,
+) -> dict[str, Any]:
+    """The ``training`` section: our optimiser settings, a constant learning rate, sentence batches."""
+    t, d = config.train, config.decode
     training: dict[str, Any] = {
         "random_seed": t.seed,
         "optimizer": "adam",
@@ -188,17 +241,24 @@ def joey_config(
         "print_valid_sents": [0],
         "keep_best_ckpts": 1,
     }
-    if updates is not None:
-        training["updates"] = updates
     if t.clip_grad_norm is not None:
         training["clip_grad_norm"] = t.clip_grad_norm
     elif t.clip_grad_value is not None:
         training["clip_grad_val"] = t.clip_grad_value
+    return training
+
+
+def joey_model(m: ModelConfig) -> dict[str, Any]:
+    """The ``model`` section: our recurrent encoder and attentional decoder (refused where Joey has none)."""
+    if m.attention not in ("bahdanau", "luong_general", "luong_dot"):
+        raise SystemExit(f"Joey's recurrent decoder needs attention; this experiment has attention={m.attention}")
+    if m.cell not in ("gru", "lstm"):
+        raise SystemExit(f"Joey has GRU and LSTM cells only, not {m.cell}")
 
     def embeddings() -> dict[str, Any]:
         return {"embedding_dim": m.embedding_size, "scale": False}
 
-    model = {
+    return {
         "initializer": "xavier_uniform",
         "embed_initializer": "normal",
         "embed_init_weight": 0.1,
@@ -224,10 +284,14 @@ def joey_config(
             "num_layers": m.decoder_layers,
             "input_feeding": bool(m.input_feeding),
             "init_hidden": "bridge",
-            "attention": attention,
+            "attention": "bahdanau" if m.attention == "bahdanau" else "luong",
         },
     }
-    testing = {
+
+
+def joey_testing(d: DecodeConfig) -> dict[str, Any]:
+    """The ``testing`` section: greedy, our length penalty and decoding batch size, sacreBLEU's 13a."""
+    return {
         "beam_size": 1,
         "beam_alpha": d.alpha,
         "batch_size": d.batch_size,
@@ -235,23 +299,9 @@ def joey_config(
         "eval_metrics": ["bleu"],
         "sacrebleu_cfg": {"tokenize": "13a"},
     }
-    return {
-        "name": "seq2seq-benchmark-peer",
-        "joeynmt_version": JOEY_VERSION,
-        "model_dir": str(model_dir),
-        "use_cuda": use_cuda,
-        "fp16": False,
-        "random_seed": t.seed,
-        "data": data,
-        "training": training,
-        "testing": testing,
-        "model": model,
-    }
 
 
 def write_yaml(cfg: dict[str, Any], path: Path) -> Path:
-    import yaml
-
     Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return Path(path)
 
@@ -342,7 +392,7 @@ def children_peak_rss_mb() -> float:
 
 def measure_training(
     python: Path,
-    config: Any,
+    config: Config,
     inputs: dict[str, Any],
     work_dir: Path,
     *,
@@ -409,8 +459,6 @@ def decode_config(
     saved: dict[str, Any], ckpt: Path, model_dir: Path, test_prefix: str, work_dir: Path, beam: int, batch_size: int
 ) -> dict[str, Any]:
     """The saved Joey config, pointed at our test split, its own vocab/SentencePiece copies, and ``beam``."""
-    import copy
-
     cfg = copy.deepcopy(saved)
     cfg["model_dir"] = str(work_dir)
     cfg.setdefault("training", {})["model_dir"] = str(work_dir)
@@ -441,8 +489,6 @@ def measure_decoding(
     threads: int | None,
 ) -> dict[str, Any]:
     """Greedy and beam-5 sentences/s of a trained Joey model on our test split (Joey's generation time)."""
-    import yaml
-
     ckpt, model_dir = resolve_checkpoint(checkpoint)
     saved = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
     results: dict[str, Any] = {"checkpoint": str(ckpt)}
@@ -476,28 +522,19 @@ def mean_words(path: Path) -> float | None:
     return round(statistics.mean(len(line.split()) for line in lines), 2) if lines else None
 
 
-def main() -> None:
-    """``write-config OUTDIR``: Joey inputs + a full training config for a peer checkpoint."""
-    import argparse
+# ----------------------------------------------------------------------------- command line
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchmark import REPO, compose
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("command", choices=["write-config"])
-    parser.add_argument("out_dir")
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "multi30k"))
-    parser.add_argument("--src", default="de")
-    parser.add_argument("--tgt", default="en")
-    parser.add_argument("--experiment", default="multi30k_gru")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--updates", type=int, help="stop after this many steps (default: --epochs decides)")
-    parser.add_argument("--validation-freq", type=int, default=1000)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_intermixed_args()
-    config = compose(args.experiment, args.data_dir, args.src, args.tgt, args.overrides)
-    out = Path(args.out_dir).resolve()
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Our experiment, as scripts/benchmark.py composes it: the data folder and languages, then the overrides."""
+    data = [f"data.dir={args.data_dir}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}"]
+    return compose(args.experiment, [*data, *args.overrides])
+
+
+def write_config_command(args: argparse.Namespace) -> None:
+    """``write-config OUTDIR``: Joey inputs + a full training config, to train a peer checkpoint."""
+    config = config_from_args(args)
+    out = Path(args.work).resolve()
     inputs = write_inputs(config, out / "data")
     cfg = joey_config(
         config,
@@ -510,7 +547,120 @@ def main() -> None:
         logging_freq=math.gcd(100, args.validation_freq),  # Joey wants validation_freq % logging_freq == 0
     )
     path = write_yaml(cfg, out / "config.yaml")
-    print(f"{venv_python(DEFAULT_VENV)} -m joeynmt train {path}")
+    print(f"{venv_python(Path(args.venv).expanduser())} -m joeynmt train {path}")
+
+
+def prepare_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``prepare WORK``: install Joey (once) and write its inputs to WORK (``inputs.json`` lists them)."""
+    python = ensure_venv(Path(args.venv).expanduser(), log=lambda message: print(message, file=sys.stderr))
+    work = Path(args.work)
+    inputs = write_inputs(config_from_args(args), work)
+    (work / "inputs.json").write_text(json.dumps(inputs))
+    return {"python": str(python), "version": JOEY_VERSION, "inputs": inputs}
+
+
+def read_inputs(work: str | Path) -> dict[str, Any]:
+    path = Path(work) / "inputs.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `joeynmt_peer.py prepare {work}` first")
+    return json.loads(path.read_text())
+
+
+def measure_train_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``measure-train WORK``: Joey's training throughput on the inputs ``prepare`` wrote to WORK."""
+    config = config_from_args(args)
+    inputs = read_inputs(args.work)
+    with tempfile.TemporaryDirectory(dir=args.work) as scratch:  # each run its own model folder
+        return measure_training(
+            venv_python(Path(args.venv).expanduser()),
+            config,
+            inputs,
+            Path(scratch),
+            batch_size=args.batch_size,
+            warmup_steps=args.warmup_steps,
+            windows=args.windows,
+            window_steps=args.window_steps,
+            timeout=args.timeout,
+            use_cuda=resolve_device(config.train.device).type == "cuda",
+        )
+
+
+def measure_decode_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``measure-decode WORK``: a trained Joey model's decoding speed on the test split ``prepare`` wrote."""
+    config = config_from_args(args)
+    inputs = read_inputs(args.work)
+    with tempfile.TemporaryDirectory(dir=args.work) as scratch:
+        return measure_decoding(
+            venv_python(Path(args.venv).expanduser()),
+            args.checkpoint,
+            inputs["prefixes"]["test"],
+            Path(scratch),
+            batch_size=args.batch_size,
+            timeout=args.timeout,
+            threads=config.train.threads,
+        )
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "write-config": write_config_command,
+    "prepare": prepare_command,
+    "measure-train": measure_train_command,
+    "measure-decode": measure_decode_command,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per entry of COMMANDS, each with our experiment's options (``--data-dir`` ... KEY=VALUE)."""
+    experiment = argparse.ArgumentParser(add_help=False)
+    experiment.add_argument("--data-dir", required=True, help="the corpus folder, e.g. PATH/TO/multi30k")
+    experiment.add_argument("--src", default="de")
+    experiment.add_argument("--tgt", default="en")
+    experiment.add_argument("--experiment", default="multi30k_gru")
+    experiment.add_argument("--venv", default=str(DEFAULT_VENV), help="Joey's own venv (prepare makes it if missing)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, work: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[experiment], help=COMMANDS[name].__doc__.split(":", 1)[1].strip())
+        sub.add_argument("work", metavar=work)
+        sub.add_argument("overrides", nargs="*", help="config overrides, KEY=VALUE")
+        return sub
+
+    write = command("write-config", "OUTDIR")
+    write.add_argument("--batch-size", type=int, default=128)
+    write.add_argument("--epochs", type=int, default=20)
+    write.add_argument("--updates", type=int, help="stop after this many steps (default: --epochs decides)")
+    write.add_argument("--validation-freq", type=int, default=1000)
+    command("prepare", "WORK")
+    train = command("measure-train", "WORK")
+    train.add_argument("--batch-size", type=int, default=128, help="sentences per training batch")
+    train.add_argument("--warmup-steps", type=int, default=5)
+    train.add_argument("--windows", type=int, default=5)
+    train.add_argument("--window-steps", type=int, default=10)
+    decode = command("measure-decode", "WORK")
+    decode.add_argument("--checkpoint", required=True, help="a trained Joey model directory (or a .ckpt in one)")
+    decode.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    for sub in (train, decode):
+        sub.add_argument("--timeout", type=float, default=1800, help="seconds before a Joey run is killed")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; KEY=VALUE overrides may come before, between or after the options."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    answer = COMMANDS[args.command](args)
+    if answer is not None:  # the measurements: one JSON line, the last of standard output
+        print(json.dumps(answer))
 
 
 if __name__ == "__main__":

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+import pytest
+import yaml
 
-from seq2seq.config import Config
-from seq2seq.trainer import train
+from seq2seq.compose import compose
+from seq2seq.data import prepare_data, token_batches
+from seq2seq.run import train
 
-from .conftest import CONF, REPO, tiny_overrides
+from .conftest import REPO, tiny_overrides
+
+SCRIPTS = REPO / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module (scripts/ is not a package, and is not put on sys.path)."""
+    module_name = f"seq2seq_scripts_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+benchmark = load_script("benchmark")
+joeynmt_peer = load_script("joeynmt_peer")
 
 TINY = [
     "model.embedding_size=16",
@@ -25,10 +46,10 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+experiment=gru", *tiny_overrides(spm_cache)])
-    results = train(Config.from_dict(OmegaConf.to_object(cfg)), tmp_path / "run")
+    results = train(compose("gru", tiny_overrides(spm_cache)), tmp_path / "run")
+    assert results is not None
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [
@@ -39,7 +60,7 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
             "--experiment",
             "gru",
             "--checkpoint",
-            results["checkpoint"],
+            results.checkpoint,
             "--warmup-steps",
             "1",
             "--windows",
@@ -67,10 +88,6 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
 
 
 # --- the Joey NMT peer: pure parts only (no Joey venv, no network) ---------------------------------------
-
-sys.path.insert(0, str(REPO / "scripts"))
-import benchmark  # noqa: E402
-import joeynmt_peer  # noqa: E402
 
 JOEY_TRAIN_LOG = """\
 2026-11-26 02:20:01,000 - INFO - joeynmt.model - Total params: 23456789
@@ -111,17 +128,13 @@ def test_joey_output_length(tmp_path):
 
 
 def test_joey_inputs_and_config(tmp_path, spm_cache):
-    import yaml
-
-    from seq2seq.data import token_batches
-
-    config = benchmark.compose(
+    config = compose(
         "multi30k_gru",
-        str(REPO / "data" / "synth_de_en"),
-        "de",
-        "en",
-        TINY[2:5]
-        + [
+        [
+            f"data.dir={REPO / 'data' / 'synth_de_en'}",
+            "data.src_lang=de",
+            "data.tgt_lang=en",
+            *TINY[2:5],
             f"tokenizer.cache_dir={spm_cache}",
             "data.test_prefix=test",
         ],
@@ -144,3 +157,126 @@ def test_joey_inputs_and_config(tmp_path, spm_cache):
     budget = benchmark.budget_for_sentences(lengths, lengths, 32)
     assert len(lengths) / len(token_batches(lengths, lengths, budget)) >= 32
     assert len(lengths) / len(token_batches(lengths, lengths, budget - 1)) < 32
+
+
+# --- the scripts stand alone: each imports seq2seq, never another script ------------------------------
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The top-level names of every absolute import in a Python file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_script_imports_another():
+    scripts = {path.stem: path for path in SCRIPTS.glob("*.py")}
+    assert {"benchmark", "joeynmt_peer", "insight_figures"} <= set(scripts)
+    for name, path in scripts.items():
+        assert not imported_modules(path) & set(scripts), f"scripts/{name}.py imports another script"
+    for name in ("benchmark", "joeynmt_peer", "insight_figures"):  # the package is installed: no path edits
+        assert "sys.path" not in scripts[name].read_text(encoding="utf-8"), name
+
+
+def test_benchmark_speaks_the_peer_command_line(tmp_path):
+    """What benchmark.py runs, joeynmt_peer.py parses: the experiment, the overrides, each measurement's options."""
+    args = benchmark.build_parser().parse_args(
+        [
+            *("--data-dir", "DATA", "--experiment", "gru", "--src", "en", "--tgt", "de", "--windows", "3"),
+            *("--window-steps", "4", "--warmup-steps", "2", "--decode-batch-size", "32", "--peer", "joeynmt"),
+            *("--peer-checkpoint", "JOEY", "--peer-batch-size", "16", "--peer-venv", "VENV", "--peer-timeout", "60"),
+            *("train.threads=1", "+tokenizer.extra=1"),
+        ]
+    )
+    for command in (
+        benchmark.peer_command(args, "prepare", tmp_path),
+        benchmark.peer_train_command(args, tmp_path),
+        benchmark.peer_decode_command(args, tmp_path),
+    ):
+        assert command[:2] == [sys.executable, str(SCRIPTS / "joeynmt_peer.py")]
+        parsed = joeynmt_peer.parse_args(command[2:])
+        assert (parsed.work, parsed.data_dir, parsed.experiment, parsed.src, parsed.tgt, parsed.venv) == (
+            *(str(tmp_path), "DATA", "gru", "en", "de", "VENV"),
+        )
+        assert parsed.overrides == ["train.threads=1", "+tokenizer.extra=1"]
+    train = joeynmt_peer.parse_args(benchmark.peer_train_command(args, tmp_path)[2:])
+    assert (train.command, train.batch_size, train.warmup_steps, train.windows, train.window_steps) == (
+        *("measure-train", 16, 2, 3, 4),
+    )
+    decode = joeynmt_peer.parse_args(benchmark.peer_decode_command(args, tmp_path)[2:])
+    assert (decode.command, decode.checkpoint, decode.batch_size, decode.timeout) == ("measure-decode", "JOEY", 32, 60)
+    # overrides may also sit between the options
+    mixed = joeynmt_peer.parse_args(["write-config", "OUT", "a.b=1", "--updates", "5", "c.d=2", "--data-dir", "D"])
+    assert mixed.overrides == ["a.b=1", "c.d=2"] and mixed.updates == 5
+
+
+FAKE_JOEY = '''\
+#!{python}
+"""Stands in for a Joey NMT venv's python: the version probe, `-m joeynmt train` and `-m joeynmt test`."""
+import sys
+from pathlib import Path
+
+import yaml
+
+if sys.argv[1] == "-c":
+    print("2.3.0")
+    sys.exit()
+mode, cfg = sys.argv[3], yaml.safe_load(Path(sys.argv[4]).read_text())
+if mode == "train":
+    print("INFO - joeynmt.model - Total params: 1234")
+    freq = cfg["training"]["logging_freq"]
+    for step in range(freq, cfg["training"]["updates"] + 1, freq):
+        rate = 500 + step
+        print(f"Epoch   1, Step: {{step:8d}}, Batch Loss: 1.0, Batch Acc: 0.1, Tokens per Sec: {{rate}}, Lr: 0.001")
+else:
+    n = len(Path(cfg["data"]["test"] + ".de").read_text().splitlines())
+    Path(sys.argv[sys.argv.index("--output-path") + 1] + ".test").write_text("a dog runs .\\n" * n)
+    print("Decoding on test set...")
+    print(f"Predicting {{n}} example(s)... (Greedy decoding with ...)")
+    print("Generation took 2.0000[sec].")
+    print("Evaluation result (greedy): bleu:  12.50, 2.1000[sec]")
+'''
+
+
+@pytest.mark.slow
+def test_harness_with_a_peer(tmp_path, spm_cache):
+    """The whole --peer route, benchmark.py -> joeynmt_peer.py -> "Joey" (a stand-in), with JSON in between."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(FAKE_JOEY.format(python=sys.executable))
+    (venv / "bin" / "python").chmod(0o755)
+    model_dir = tmp_path / "joey_model"  # a trained Joey model: its config.yaml and a checkpoint
+    model_dir.mkdir()
+    (model_dir / "best.ckpt").write_bytes(b"")
+    (model_dir / "config.yaml").write_text("data: {src: {lang: de}, trg: {lang: en}}\ntesting: {}\n")
+    out = tmp_path / "bench.json"
+    overrides = [o for o in TINY if not o.startswith("train.batch_tokens=")]  # ours: a budget of 8 sentences
+    overrides += [f"tokenizer.cache_dir={spm_cache}", "data.test_prefix=test"]
+    proc = subprocess.run(
+        [
+            *(sys.executable, SCRIPTS / "benchmark.py", "--data-dir", REPO / "data" / "synth_de_en"),
+            *("--experiment", "gru", "--warmup-steps", "1", "--windows", "2", "--window-steps", "2", "--out", out),
+            *("--peer", "joeynmt", "--peer-venv", venv, "--peer-checkpoint", model_dir, "--peer-batch-size", "8"),
+            *("--repeats", "1", *overrides),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    peer = report["peer"]
+    assert (peer["name"], peer["version"]) == ("joeynmt", "2.3.0")
+    assert peer["training"]["tokens_per_sec_windows"] == [504, 506] and peer["training"]["parameters"] == 1234
+    assert peer["decoding"]["sentences"] == 500 and peer["decoding"]["greedy"]["sentences_per_sec"] == 250.0
+    assert peer["decoding"]["beam5"]["words_per_sentence"] == 4.0
+    data = prepare_data(compose("gru", [f"data.dir={REPO / 'data' / 'synth_de_en'}", *overrides]))
+    lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+    assert report["training"]["batch_tokens"] == benchmark.budget_for_sentences(*lengths, 8)
+    assert report["training"]["tokens_per_sec"] > 0
+    assert report["ratios"]["training_tokens_per_sec"] > 0 and report["ratios"]["greedy_sentences_per_sec"] is None
+    assert "| measurement | ours | joeynmt 2.3.0 | ours/theirs |" in proc.stdout
