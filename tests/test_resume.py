@@ -7,9 +7,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from .conftest import REPO, cli, tiny_overrides
+
+pytestmark = pytest.mark.slow  # trains in a subprocess (or under torchrun, or starts a server)
 
 STEPS = 12
 

@@ -11,7 +11,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import pytest
+
 from .conftest import REPO, cli, tiny_overrides
+
+pytestmark = pytest.mark.slow  # trains in a subprocess (or under torchrun, or starts a server)
 
 SCALARS = {
     "train/loss",
