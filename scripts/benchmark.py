@@ -44,6 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from seq2seq.checkpoint import model_from_checkpoint
@@ -133,7 +134,7 @@ def measure_training(args: argparse.Namespace) -> dict:
     set_threads(config)
     device = resolve_device(config.train.device)
     data = prepare_data(config)
-    lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+    lengths = data.train.src_lengths, data.train.tgt_lengths
     batch_tokens = config.train.batch_tokens
     if args.batch_sentences:
         batch_tokens = budget_for_sentences(*lengths, args.batch_sentences)
@@ -143,7 +144,7 @@ def measure_training(args: argparse.Namespace) -> dict:
     update = TrainStep(model, config.train, device)
 
     def train_on(step: int, indices: list[int]) -> int:
-        batch = make_batch([data.train_src[i] for i in indices], [data.train_tgt[i] for i in indices])
+        batch = make_batch(*data.train.pairs(indices))
         result = update.step(batch.to(device), step)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -173,7 +174,7 @@ def budget_for_sentences(src_lengths: Sequence[int], tgt_lengths: Sequence[int],
     def mean_rows(budget: int) -> float:
         return len(src_lengths) / len(token_batches(src_lengths, tgt_lengths, budget))
 
-    low, high = 1, max(2, sentences * (max(max(src_lengths), max(tgt_lengths)) + 1))
+    low, high = 1, max(2, sentences * (int(max(np.max(src_lengths), np.max(tgt_lengths))) + 1))
     while low < high:
         middle = (low + high) // 2
         if mean_rows(middle) >= sentences:

@@ -47,6 +47,7 @@ class DataConfig:
     max_length: int = 100  # training pairs longer than this (subword tokens, either side) are dropped
     max_length_ratio: float = 3.0  # training pairs whose token-length ratio exceeds this are dropped
     max_train_pairs: int | None = None  # keep only the first N training pairs (quick experiments, tests)
+    cache_dir: str | None = "~/.cache/seq2seq/data"  # the encoded training set, built once (null: encode every run)
 
     @property
     def resolved_source(self) -> str:

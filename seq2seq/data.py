@@ -10,55 +10,39 @@ and nowhere else:
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from seq2seq.config import Config
-from seq2seq.corpus import ParallelCorpus, length_filter, load_corpus
+from seq2seq.corpus import ParallelCorpus, load_corpus
+from seq2seq.encoded import EncodedCorpus, encode_training_set
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizer
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class PreparedData:
     tokenizer: Tokenizer
-    train_src: list[list[int]]  # encoded training sources, length-filtered
-    train_tgt: list[list[int]]
+    train: EncodedCorpus  # encoded, length-filtered training pairs (memory-mapped from the cache)
     valid: ParallelCorpus  # text
     test: ParallelCorpus
 
 
 def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> PreparedData:
-    """Load and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter."""
+    """Load and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter.
+
+    The encoded training set is built once per corpus and tokenizer (`seq2seq.encoded`), then reused.
+    """
     splits = load_corpus(config.data)
     train = splits["train"]
     if tokenizer is None:
         tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer)
-    src_ids, tgt_ids = tokenizer.encode_src(train.src), tokenizer.encode_tgt(train.tgt)
-    kept, dropped = length_filter(
-        [len(s) for s in src_ids], [len(t) for t in tgt_ids], config.data.max_length, config.data.max_length_ratio
-    )
-    log.info(
-        "train: %d pairs after length filtering (dropped %d over data.max_length=%d, %d over data.max_length_ratio=%g)",
-        len(kept),
-        dropped.get("too_long", 0),
-        config.data.max_length,
-        dropped.get("bad_ratio", 0),
-        config.data.max_length_ratio,
-    )
-    if not kept:
-        raise ValueError(
-            "no training pairs left after length filtering; raise data.max_length or data.max_length_ratio"
-        )
-    return PreparedData(
-        tokenizer, [src_ids[i] for i in kept], [tgt_ids[i] for i in kept], splits["valid"], splits["test"]
-    )
+    encoded = encode_training_set(train, tokenizer, config.data)
+    return PreparedData(tokenizer, encoded, splits["valid"], splits["test"])
 
 
 @dataclass
@@ -87,26 +71,35 @@ class Batch:
 def make_batch(
     src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None, indices: Sequence[int] | None = None
 ) -> Batch:
-    """Pad a list of id sequences into a `Batch`; `tgt=None` for decoding-only batches."""
-    src_rows = [list(s) + [EOS_ID] for s in src]
-    src_t, src_len = _pad(src_rows)
+    """Pad id sequences (lists or arrays) into a `Batch`; `tgt=None` for decoding-only batches."""
+    src_t, src_len = _pad(src, bos=False, eos=True)
     tgt_in = tgt_out = None
     if tgt is not None:
-        tgt_in, _ = _pad([[BOS_ID, *t] for t in tgt])
-        tgt_out, _ = _pad([[*t, EOS_ID] for t in tgt])
+        tgt_in, _ = _pad(tgt, bos=True, eos=False)
+        tgt_out, _ = _pad(tgt, bos=False, eos=True)
     return Batch(src_t, src_len, tgt_in, tgt_out, list(indices) if indices is not None else list(range(len(src))))
 
 
-def _pad(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    out = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)
+def _pad(rows: Sequence[Sequence[int]], bos: bool, eos: bool) -> tuple[Tensor, Tensor]:
+    """(rows, longest) int64 ids with BOS before and/or EOS after each row, PAD after; and the lengths."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64) + int(bos) + int(eos)
+    out = np.full((len(rows), int(lengths.max())), PAD_ID, dtype=np.int64)
+    start = int(bos)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out, lengths
+        end = start + len(row)
+        out[i, start:end] = row
+        if eos:
+            out[i, end] = EOS_ID
+    if bos:
+        out[:, 0] = BOS_ID
+    return torch.from_numpy(out), torch.from_numpy(lengths)
 
 
 def token_batches(
-    src_lengths: Sequence[int], tgt_lengths: Sequence[int], batch_tokens: int, rng: random.Random | None = None
+    src_lengths: Sequence[int] | np.ndarray,
+    tgt_lengths: Sequence[int] | np.ndarray,
+    batch_tokens: int,
+    rng: random.Random | None = None,
 ) -> list[list[int]]:
     """Group sentence indices into batches of at most `batch_tokens` (padded) tokens.
 
@@ -114,22 +107,23 @@ def token_batches(
     cut into batches while `rows * longest <= batch_tokens`, and the batch order
     is shuffled with `rng`. Each sentence is counted with +1 for its EOS/BOS.
     """
-    order = list(range(len(src_lengths)))
+    src, tgt = np.asarray(src_lengths, dtype=np.int64), np.asarray(tgt_lengths, dtype=np.int64)
+    order = list(range(len(src)))
     if rng is not None:
-        rng.shuffle(order)  # random tie-breaking: a stable sort keeps this order within equal lengths
-    order.sort(key=lambda i: (src_lengths[i], tgt_lengths[i]))
+        rng.shuffle(order)  # random tie-breaking: the stable sort below keeps this order within equal lengths
+    ordered = np.asarray(order, dtype=np.int64)
+    ordered = ordered[np.lexsort((tgt[ordered], src[ordered]))]  # by source, then target length; stable
+    needs = (np.maximum(src, tgt) + 1)[ordered].tolist()
+    indices = ordered.tolist()
     batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        length = max(src_lengths[i], tgt_lengths[i]) + 1
-        if current and (len(current) + 1) * max(longest, length) > batch_tokens:
-            batches.append(current)
-            current, longest = [], 0
-        current.append(i)
+    first, longest = 0, 0
+    for position, length in enumerate(needs):
+        if position > first and (position - first + 1) * max(longest, length) > batch_tokens:
+            batches.append(indices[first:position])
+            first, longest = position, 0
         longest = max(longest, length)
-    if current:
-        batches.append(current)
+    if indices:
+        batches.append(indices[first:])
     if rng is not None:
         rng.shuffle(batches)
     return batches

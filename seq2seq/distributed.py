@@ -56,6 +56,11 @@ class DistributedContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.enabled:
+            dist.barrier()
+
     def sum(self, *values: float) -> tuple[float, ...]:
         """Element-wise sums over ranks of a few numbers (token counts, losses)."""
         return self._all_reduce(values, dist.ReduceOp.SUM)

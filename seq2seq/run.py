@@ -49,7 +49,12 @@ def train(config: Config, run_dir: Path) -> RunResults | None:
         payload = load_checkpoint(resume) if resume is not None else None
         if payload is not None:
             check_resume_config(payload["config"], config, resume)
-        data = prepare_data(config, Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None)
+        tokenizer = Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None
+        if not ctx.is_main:  # rank 0 builds the tokenizer and the encoded cache; the others then map them
+            ctx.barrier()
+        data = prepare_data(config, tokenizer)
+        if ctx.is_main:
+            ctx.barrier()
         trainer = Trainer(config, run_dir, data, ctx)
         if ctx.enabled:  # same initial weights everywhere (same seed), different dropout masks per rank
             torch.manual_seed(config.train.seed + 7919 * ctx.rank)

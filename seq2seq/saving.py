@@ -21,7 +21,7 @@ from seq2seq.config import Config, ConfigError
 log = logging.getLogger("seq2seq.trainer")
 
 RESUME_MUST_MATCH = ("model.", "tokenizer.")  # what a resumed run may not change
-RESUME_MAY_DIFFER = ("tokenizer.cache_dir", "train.resume")
+RESUME_MAY_DIFFER = ("tokenizer.cache_dir", "data.cache_dir", "train.resume")
 
 
 class CheckpointSaver:

@@ -76,7 +76,7 @@ class Trainer:
         self.early_stopping = EarlyStopping(self.cfg.early_stopping_patience)
         self.saver = CheckpointSaver(self.ckpt_dir, self.cfg.average_checkpoints, enabled=self.dist.is_main)
         self.progress = sys.stderr.isatty() and self.dist.is_main
-        self.train_lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+        self.train_lengths = data.train.src_lengths, data.train.tgt_lengths
         self.throughput = Throughput()
         limit = self.cfg.max_valid_sentences  # validate on (the first `limit` of) the validation set
         self.valid = ParallelCorpus(data.valid.src[:limit], data.valid.tgt[:limit])
@@ -135,7 +135,7 @@ class Trainer:
         batches = self.global_batches(state.epoch)
         for step_batches in batches[state.epoch_step :]:
             indices = step_batches[self.dist.rank]  # this rank's shard of the step
-            batch = make_batch([self.data.train_src[i] for i in indices], [self.data.train_tgt[i] for i in indices])
+            batch = make_batch(*self.data.train.pairs(indices))
             result = self.train_step(batch.to(self.device))
             state.epoch_step = (state.epoch_step + 1) % len(batches)  # 0: the epoch is complete
             bar.update(1)

@@ -23,6 +23,7 @@ def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[st
         "data.valid_prefix=val",
         "data.test_prefix=test",
         f"tokenizer.cache_dir={cache_dir}",
+        f"data.cache_dir={cache_dir}",
         "tokenizer.vocab_size=200",
         f"data.max_train_pairs={pairs}",
         "model.embedding_size=16",

@@ -71,6 +71,7 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
             out,
             *TINY,
             f"tokenizer.cache_dir={spm_cache}",
+            f"data.cache_dir={spm_cache}",
             "data.test_prefix=test",
         ],
         capture_output=True,
@@ -136,6 +137,7 @@ def test_joey_inputs_and_config(tmp_path, spm_cache):
             "data.tgt_lang=en",
             *TINY[2:5],
             f"tokenizer.cache_dir={spm_cache}",
+            f"data.cache_dir={spm_cache}",
             "data.test_prefix=test",
         ],
     )
@@ -255,7 +257,7 @@ def test_harness_with_a_peer(tmp_path, spm_cache):
     (model_dir / "config.yaml").write_text("data: {src: {lang: de}, trg: {lang: en}}\ntesting: {}\n")
     out = tmp_path / "bench.json"
     overrides = [o for o in TINY if not o.startswith("train.batch_tokens=")]  # ours: a budget of 8 sentences
-    overrides += [f"tokenizer.cache_dir={spm_cache}", "data.test_prefix=test"]
+    overrides += [f"tokenizer.cache_dir={spm_cache}", f"data.cache_dir={spm_cache}", "data.test_prefix=test"]
     proc = subprocess.run(
         [
             *(sys.executable, SCRIPTS / "benchmark.py", "--data-dir", REPO / "data" / "synth_de_en"),
@@ -275,7 +277,7 @@ def test_harness_with_a_peer(tmp_path, spm_cache):
     assert peer["decoding"]["sentences"] == 500 and peer["decoding"]["greedy"]["sentences_per_sec"] == 250.0
     assert peer["decoding"]["beam5"]["words_per_sentence"] == 4.0
     data = prepare_data(compose("gru", [f"data.dir={REPO / 'data' / 'synth_de_en'}", *overrides]))
-    lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+    lengths = data.train.src_lengths, data.train.tgt_lengths
     assert report["training"]["batch_tokens"] == benchmark.budget_for_sentences(*lengths, 8)
     assert report["training"]["tokens_per_sec"] > 0
     assert report["ratios"]["training_tokens_per_sec"] > 0 and report["ratios"]["greedy_sentences_per_sec"] is None

@@ -63,12 +63,12 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path, wh
     random.seed(config.train.seed)
     torch.manual_seed(config.train.seed)
     trainer = Trainer(config, tmp_path / "single", data)
-    lengths = [len(s) for s in data.train_src], [len(t) for t in data.train_tgt]
+    lengths = data.train.src_lengths, data.train.tgt_lengths
     steps = shard(epoch_batches(*lengths, config.train.batch_tokens, config.train.seed, epoch=1), 2)
     assert len(steps) >= 4, "the test needs four global steps in the first epoch"
     for rank_batches in steps[:4]:
         indices = rank_batches[0] + rank_batches[1]
-        batch = make_batch([data.train_src[i] for i in indices], [data.train_tgt[i] for i in indices])
+        batch = make_batch(*data.train.pairs(indices))
         trainer.train_step(batch)  # counts the step too
     single = trainer.model.state_dict()
     for name, value in payload["model"].items():

@@ -36,7 +36,14 @@ LEARNED_BLEU = 20.0  # an untrained model scores ~0 (checked below)
 def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     cache = tmp_path_factory.mktemp("spm_e2e")
-    proc = cli("train", *TRAIN_OVERRIDES, f"hydra.run.dir={run_dir}", f"tokenizer.cache_dir={cache}", timeout=600)
+    proc = cli(
+        "train",
+        *TRAIN_OVERRIDES,
+        f"hydra.run.dir={run_dir}",
+        f"tokenizer.cache_dir={cache}",
+        f"data.cache_dir={cache}",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"dir": run_dir, "stdout": proc.stdout, "best": run_dir / "checkpoints" / "best.pt"}
 

@@ -68,6 +68,7 @@ def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_ca
     resumed = cli("train", *overrides(interrupted, spm_cache), "train.resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at step" in resumed.stdout + resumed.stderr
+    assert "encoded pairs from the cache" in resumed.stdout + resumed.stderr  # exact with the cached arrays too
 
     a, b = weights(straight), weights(interrupted)
     assert a["step"] == b["step"] == STEPS

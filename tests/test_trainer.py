@@ -12,6 +12,7 @@ from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Config
 from seq2seq.corpus import ParallelCorpus
 from seq2seq.data import PreparedData
+from seq2seq.encoded import EncodedCorpus
 from seq2seq.stopping import TrainingDiverged
 from seq2seq.tokenizer import build_tokenizer
 from seq2seq.trainer import Trainer
@@ -41,7 +42,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
     )
     tok = build_tokenizer(src, tgt, config.tokenizer)
     held_out = ParallelCorpus(src[:4], tgt[:4])
-    data = PreparedData(tok, tok.encode_src(src), tok.encode_tgt(tgt), held_out, held_out)
+    data = PreparedData(tok, EncodedCorpus.from_lists(tok.encode_src(src), tok.encode_tgt(tgt)), held_out, held_out)
     return Trainer(config, tmp_path / "run", data)
 
 
