@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -83,6 +84,35 @@ def load_corpus(cfg: DataConfig, splits: Sequence[str] = SPLITS) -> dict[str, Pa
 def load_split(cfg: DataConfig, split: str) -> ParallelCorpus:
     """Load one split ("train", "valid" or "test"), cleaned; `max_train_pairs` applies to "train"."""
     return _load_split(cfg, split, None)
+
+
+READING_VERSION = 1  # bump when reading or cleaning changes what a file yields: the fingerprints change with it
+
+
+def fingerprint(cfg: DataConfig, split: str = "train") -> str | None:
+    """A hash of a local split's file bytes (read in 1 MB blocks, never as lines) and of the settings that
+    shape what is read from them; None for a hub dataset, whose text is the only way to tell.
+
+    It names the caches built from the split (tokenizer, encoded pairs), so that a run whose caches exist
+    needs not read the text at all; any change to the files or those settings gives a new fingerprint.
+    """
+    if cfg.resolved_source != "local" or not cfg.dir:
+        return None
+    folder, prefix = resolve_data_dir(cfg.dir), _prefix(cfg, split)
+    names = {"text": [f"{prefix}.{cfg.src_lang}", f"{prefix}.{cfg.tgt_lang}"], "tsv": [f"{prefix}.tsv"]}
+    names["jsonl"] = [f"{prefix}.jsonl"]
+    if cfg.format not in names:
+        return None
+    settings = {"version": READING_VERSION, "format": cfg.format, "src": cfg.src_lang, "tgt": cfg.tgt_lang}
+    if split == "train":
+        settings["max_train_pairs"] = cfg.max_train_pairs
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in (_find_file(folder, name) for name in names[cfg.format]):
+        digest.update(b"\x00file\x00")
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:20]
 
 
 def resolve_data_dir(path: str) -> Path:

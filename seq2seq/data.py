@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from seq2seq.config import Config
-from seq2seq.corpus import ParallelCorpus, load_corpus
-from seq2seq.encoded import EncodedCorpus, encode_training_set
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizer
+from seq2seq.corpus import ParallelCorpus, fingerprint, load_corpus
+from seq2seq.encoded import EncodedCorpus, cached_training_set, encode_training_set
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizer, cached_tokenizer
 
 
 @dataclass
@@ -36,12 +36,21 @@ def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> Prepared
     """Load and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter.
 
     The encoded training set is built once per corpus and tokenizer (`seq2seq.encoded`), then reused.
+    For local files the caches are named by a fingerprint of the files' bytes, so that when both the
+    tokenizer and the encoded pairs are cached, the training text is not read at all.
     """
+    source_key = fingerprint(config.data)
+    if source_key is not None:
+        known = tokenizer or cached_tokenizer(source_key, config.tokenizer)
+        encoded = cached_training_set(source_key, known, config.data) if known is not None else None
+        if known is not None and encoded is not None:
+            splits = load_corpus(config.data, ("valid", "test"))
+            return PreparedData(known, encoded, splits["valid"], splits["test"])
     splits = load_corpus(config.data)
     train = splits["train"]
     if tokenizer is None:
-        tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer)
-    encoded = encode_training_set(train, tokenizer, config.data)
+        tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer, source_key)
+    encoded = encode_training_set(train, tokenizer, config.data, source_key)
     return PreparedData(tokenizer, encoded, splits["valid"], splits["test"])
 
 

@@ -86,33 +86,54 @@ def _flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-def encode_training_set(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig) -> EncodedCorpus:
+def encode_training_set(
+    train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig, source_key: str | None = None
+) -> EncodedCorpus:
     """The training pairs encoded and length-filtered: from the cache in `data.cache_dir`, built there if missing.
 
-    With `data.cache_dir=null` the arrays are built in memory and nothing is written.
+    `source_key` (`corpus.fingerprint` of the files) names the corpus in the cache key; without it the
+    text itself is hashed. With `data.cache_dir=null` the arrays are built in memory and nothing is written.
     """
     if cfg.cache_dir is None:
         encoded, dropped = _encode(train, tokenizer, cfg)
         _log_filter(len(encoded), dropped, cfg)
         return encoded
-    cache = Path(cfg.cache_dir).expanduser()
-    folder = cache / cache_key(train, tokenizer, cfg)
+    folder = Path(cfg.cache_dir).expanduser() / cache_key(train, tokenizer, cfg, source_key)
     if not (folder / "meta.json").is_file():
         _build(folder, train, tokenizer, cfg)
-    else:
-        log.info("train: encoded pairs from the cache %s", folder)
+        return _load(folder, cfg)
+    log.info("train: encoded pairs from the cache %s", folder)
+    return _load(folder, cfg)
+
+
+def cached_training_set(source_key: str, tokenizer: Tokenizer, cfg: DataConfig) -> EncodedCorpus | None:
+    """The pairs `encode_training_set(..., source_key)` cached earlier, found without the text; or None."""
+    if cfg.cache_dir is None:
+        return None
+    folder = Path(cfg.cache_dir).expanduser() / cache_key(ParallelCorpus([], []), tokenizer, cfg, source_key)
+    if not (folder / "meta.json").is_file():
+        return None
+    log.info("train: encoded pairs from the cache %s (the training text was not read)", folder)
+    return _load(folder, cfg)
+
+
+def _load(folder: Path, cfg: DataConfig) -> EncodedCorpus:
     meta = json.loads((folder / "meta.json").read_text())
     encoded = EncodedCorpus.load(folder)
     _log_filter(len(encoded), meta["dropped"], cfg)
     return encoded
 
 
-def cache_key(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig) -> str:
-    """A hash of everything the encoded arrays depend on: the text, the subword model(s), the filter."""
+def cache_key(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig, source_key: str | None = None) -> str:
+    """A hash of everything the encoded arrays depend on: the corpus (its `source_key`, else its text), the
+    subword model(s), the length filter."""
     settings = {"version": FORMAT_VERSION, "max_length": cfg.max_length, "max_length_ratio": cfg.max_length_ratio}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for model in tokenizer.to_dict().values():
         digest.update(b"\x00model\x00" + (model or b""))
+    if source_key is not None:
+        digest.update(b"\x00source\x00" + source_key.encode())
+        return digest.hexdigest()[:20]
     for lines in (train.src, train.tgt):
         digest.update(b"\x00side\x00")
         for line in lines:

@@ -92,37 +92,63 @@ def train_sentencepiece(lines: Sequence[str], cfg: TokenizerConfig) -> bytes:
     return model.getvalue()
 
 
-def build_tokenizer(src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig) -> Tokenizer:
+def build_tokenizer(
+    src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig, source_key: str | None = None
+) -> Tokenizer:
     """Train (or load from the cache) the subword model(s) for this corpus and these settings.
 
-    The cache key hashes the settings and the training text itself, so a change
-    to either trains a new model, and an unchanged run reuses the old one.
+    The cache key hashes the settings and the corpus: its `source_key` (a fingerprint of the files, see
+    `corpus.fingerprint`) when given, else the training text itself. A change to either trains a new
+    model, and an unchanged run reuses the old one.
     """
-    cache = Path(cfg.cache_dir).expanduser()
-    key = _cache_key(src_lines, tgt_lines, cfg)
-    paths = {side: cache / f"{key}.{side}.model" for side in (("joint",) if cfg.joint else ("src", "tgt"))}
-    if all(p.is_file() for p in paths.values()):
+    paths = _cache_paths(cfg, _cache_key(src_lines, tgt_lines, cfg, source_key))
+    cached = _load_cached(paths)
+    if cached is not None:
         log.info("tokenizer: reusing cached SentencePiece model(s) %s", ", ".join(str(p) for p in paths.values()))
-        models = {side: p.read_bytes() for side, p in paths.items()}
+        log.info("tokenizer: source vocab %d, target vocab %d", cached.src_vocab_size, cached.tgt_vocab_size)
+        return cached
+    log.info(
+        "tokenizer: training %s SentencePiece %s model(s), vocab_size=%d",
+        "a joint" if cfg.joint else "separate",
+        cfg.type,
+        cfg.vocab_size,
+    )
+    if cfg.joint:
+        models = {"joint": train_sentencepiece(list(src_lines) + list(tgt_lines), cfg)}
     else:
-        log.info(
-            "tokenizer: training %s SentencePiece %s model(s), vocab_size=%d",
-            "a joint" if cfg.joint else "separate",
-            cfg.type,
-            cfg.vocab_size,
-        )
-        if cfg.joint:
-            models = {"joint": train_sentencepiece(list(src_lines) + list(tgt_lines), cfg)}
-        else:
-            models = {"src": train_sentencepiece(src_lines, cfg), "tgt": train_sentencepiece(tgt_lines, cfg)}
-        for side, data in models.items():
-            write_atomic(paths[side], data)
+        models = {"src": train_sentencepiece(src_lines, cfg), "tgt": train_sentencepiece(tgt_lines, cfg)}
+    for side, data in models.items():
+        write_atomic(paths[side], data)
     tokenizer = Tokenizer(models["joint"]) if cfg.joint else Tokenizer(models["src"], models["tgt"])
     log.info("tokenizer: source vocab %d, target vocab %d", tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     return tokenizer
 
 
-def _cache_key(src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig) -> str:
+def cached_tokenizer(source_key: str, cfg: TokenizerConfig) -> Tokenizer | None:
+    """The tokenizer `build_tokenizer(..., source_key=source_key)` trained earlier, without the text; or None."""
+    paths = _cache_paths(cfg, _cache_key([], [], cfg, source_key))
+    tokenizer = _load_cached(paths)
+    if tokenizer is not None:
+        log.info("tokenizer: reusing cached SentencePiece model(s) %s", ", ".join(str(p) for p in paths.values()))
+        log.info("tokenizer: source vocab %d, target vocab %d", tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    return tokenizer
+
+
+def _cache_paths(cfg: TokenizerConfig, key: str) -> dict[str, Path]:
+    cache = Path(cfg.cache_dir).expanduser()
+    return {side: cache / f"{key}.{side}.model" for side in (("joint",) if cfg.joint else ("src", "tgt"))}
+
+
+def _load_cached(paths: dict[str, Path]) -> Tokenizer | None:
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    models = {side: p.read_bytes() for side, p in paths.items()}
+    return Tokenizer(models["joint"]) if "joint" in models else Tokenizer(models["src"], models["tgt"])
+
+
+def _cache_key(
+    src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig, source_key: str | None = None
+) -> str:
     settings = {
         "type": cfg.type,
         "vocab_size": cfg.vocab_size,
@@ -131,6 +157,9 @@ def _cache_key(src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: Tokenize
         "spm": spm.__version__,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    if source_key is not None:
+        digest.update(b"\x00source\x00" + source_key.encode())
+        return digest.hexdigest()[:20]
     for lines in (src_lines, tgt_lines):
         digest.update(b"\x00side\x00")
         for line in lines:

@@ -194,3 +194,52 @@ def test_without_a_cache_folder_the_arrays_are_built_in_memory(text, tokenizer, 
     assert not isinstance(corpus.src, np.memmap) and len(corpus) > 300
     cached = encode_training_set(text, tokenizer, data_config(tmp_path))
     assert np.array_equal(corpus.src_offsets, cached.src_offsets) and np.array_equal(corpus.tgt, cached.tgt)
+
+
+def small_corpus(folder, lines: int = 300):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, name in (("train", "train"), ("val", "val"), ("test", "test")):
+        for lang in ("de", "en"):
+            text = (CORPUS / f"{name}.{lang}").read_text().splitlines()[: lines if split == "train" else 20]
+            (folder / f"{split}.{lang}").write_text("\n".join(text) + "\n")
+    return folder
+
+
+def test_with_both_caches_in_place_the_training_text_is_not_read(tmp_path, monkeypatch):
+    from seq2seq import corpus as corpus_module
+    from seq2seq.config import Config
+    from seq2seq.data import prepare_data
+
+    folder = small_corpus(tmp_path / "corpus")
+    config = Config.from_dict(
+        {
+            "data": {"dir": str(folder), "cache_dir": str(tmp_path / "data-cache")},
+            "tokenizer": {"vocab_size": 120, "cache_dir": str(tmp_path / "spm")},
+        }
+    )
+    first = prepare_data(config)
+    reads: list[str] = []
+    real = corpus_module._load_split
+    monkeypatch.setattr(
+        corpus_module, "_load_split", lambda cfg, split, hub: reads.append(split) or real(cfg, split, hub)
+    )
+    second = prepare_data(config)
+    assert reads == ["valid", "test"]  # the training split was never read
+    assert second.tokenizer.to_dict() == first.tokenizer.to_dict() and len(second.valid) == 20
+    assert np.array_equal(second.train.tgt, first.train.tgt) and isinstance(second.train.src, np.memmap)
+    # one changed byte in a training file: read again, new caches
+    (folder / "train.en").write_text((folder / "train.en").read_text().replace("dog", "cat", 1))
+    reads.clear()
+    third = prepare_data(config)
+    assert "train" in reads and not np.array_equal(third.train.tgt, first.train.tgt)
+
+
+def test_the_fingerprint_follows_the_files_and_the_reading_settings(tmp_path):
+    from seq2seq.corpus import fingerprint
+
+    folder = small_corpus(tmp_path / "corpus")
+    base = DataConfig(dir=str(folder))
+    prints = {fingerprint(base), fingerprint(DataConfig(dir=str(folder), max_train_pairs=100))}
+    prints.add(fingerprint(DataConfig(dir=str(folder), src_lang="en", tgt_lang="de")))
+    assert len(prints) == 3 and fingerprint(base) == fingerprint(DataConfig(dir=str(folder)))
+    assert fingerprint(DataConfig(dir=None, hub_name="bentrevett/multi30k")) is None  # hub: the text decides
