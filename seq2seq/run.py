@@ -17,8 +17,9 @@ import torch
 from seq2seq import distributed
 from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint
 from seq2seq.config import Config
-from seq2seq.data import prepare_data
+from seq2seq.data import PreparedData, prepare_data
 from seq2seq.device import resolve_device
+from seq2seq.distributed import DistributedContext
 from seq2seq.metrics import score
 from seq2seq.model import count_parameters
 from seq2seq.results import CheckpointScores, RunResults, TrainSummary, ValidSummary
@@ -50,11 +51,7 @@ def train(config: Config, run_dir: Path) -> RunResults | None:
         if payload is not None:
             check_resume_config(payload["config"], config, resume)
         tokenizer = Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None
-        if not ctx.is_main:  # rank 0 builds the tokenizer and the encoded cache; the others then map them
-            ctx.barrier()
-        data = prepare_data(config, tokenizer)
-        if ctx.is_main:
-            ctx.barrier()
+        data = prepare_on_rank_0_first(ctx, config, tokenizer)
         trainer = Trainer(config, run_dir, data, ctx)
         if ctx.enabled:  # same initial weights everywhere (same seed), different dropout masks per rank
             torch.manual_seed(config.train.seed + 7919 * ctx.rank)
@@ -94,6 +91,16 @@ def train(config: Config, run_dir: Path) -> RunResults | None:
     results.save(run_dir / "results.json")
     log.info("results written to %s", run_dir / "results.json")
     return results
+
+
+def prepare_on_rank_0_first(ctx: DistributedContext, config: Config, tokenizer: Tokenizer | None) -> PreparedData:
+    """`prepare_data`; under torchrun rank 0 builds the caches (tokenizer, encoded pairs), then the others map them."""
+    if not ctx.is_main:
+        ctx.barrier()
+    data = prepare_data(config, tokenizer)
+    if ctx.is_main:
+        ctx.barrier()
+    return data
 
 
 def average_checkpoints(trainer: Trainer) -> dict[str, Any] | None:
