@@ -110,6 +110,7 @@ class Trainer:
     def fit(self) -> TrainingState:
         """Train until a limit, early stopping, or a signal (SIGINT/SIGTERM: `last.pt`, then `TrainingInterrupted`)."""
         state, start = self.state, time.monotonic()
+        self.throughput = Throughput()  # the first log window starts with training, not with the setup
         with stop_on_signals() as stop:
             stop_reason = self.limit_reached(start, epoch_done=state.epoch_step == 0 and state.epoch > 0)
             bar = tqdm(
