@@ -32,6 +32,7 @@ import numpy as np
 
 from seq2seq.config import DataConfig
 from seq2seq.corpus import CorpusError, ParallelCorpus, length_filter
+from seq2seq.files import update_with_corpus
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class EncodedCorpus:
 
     @classmethod
     def from_lists(cls, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> EncodedCorpus:
-        return cls(*_flatten(src), *_flatten(tgt))
+        (src_flat, src_lengths), (tgt_flat, tgt_lengths) = _flatten(src), _flatten(tgt)
+        return cls(src_flat, _offsets([src_lengths]), tgt_flat, _offsets([tgt_lengths]))
 
     def save(self, folder: Path) -> None:
         for name in ARRAYS:
@@ -80,10 +82,17 @@ class EncodedCorpus:
 
 
 def _flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rows], out=offsets[1:])
-    flat = np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(offsets[-1]))
-    return flat, offsets
+    """Rows of ids -> (all ids one after another as int32, each row's length)."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    return np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(lengths.sum())), lengths
+
+
+def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
+    """Row lengths (in parts) -> where each row starts in the flat array, plus the end: (rows + 1,) int64."""
+    all_lengths = np.concatenate(lengths)
+    offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
+    np.cumsum(all_lengths, out=offsets[1:])
+    return offsets
 
 
 def encode_training_set(
@@ -99,10 +108,10 @@ def encode_training_set(
         _log_filter(len(encoded), dropped, cfg)
         return encoded
     folder = Path(cfg.cache_dir).expanduser() / cache_key(train, tokenizer, cfg, source_key)
-    if not (folder / "meta.json").is_file():
+    if (folder / "meta.json").is_file():
+        log.info("train: encoded pairs from the cache %s", folder)
+    else:
         _build(folder, train, tokenizer, cfg)
-        return _load(folder, cfg)
-    log.info("train: encoded pairs from the cache %s", folder)
     return _load(folder, cfg)
 
 
@@ -131,13 +140,7 @@ def cache_key(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig, sour
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for model in tokenizer.to_dict().values():
         digest.update(b"\x00model\x00" + (model or b""))
-    if source_key is not None:
-        digest.update(b"\x00source\x00" + source_key.encode())
-        return digest.hexdigest()[:20]
-    for lines in (train.src, train.tgt):
-        digest.update(b"\x00side\x00")
-        for line in lines:
-            digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+    update_with_corpus(digest, source_key, (train.src, train.tgt))
     return digest.hexdigest()[:20]
 
 
@@ -180,23 +183,15 @@ def _encode(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig) -> tup
         for reason, count in counts.items():
             dropped[reason] += count
         for ids, parts, lengths in ((src_ids, src_parts, src_lengths), (tgt_ids, tgt_parts, tgt_lengths)):
-            rows = [ids[i] for i in kept]
-            flat, offsets = _flatten(rows)
+            flat, row_lengths = _flatten([ids[i] for i in kept])
             parts.append(flat)
-            lengths.append(np.diff(offsets))
+            lengths.append(row_lengths)
     if not src_parts:
         raise CorpusError("the training split is empty")
     corpus = EncodedCorpus(
         np.concatenate(src_parts), _offsets(src_lengths), np.concatenate(tgt_parts), _offsets(tgt_lengths)
     )
     return corpus, dropped
-
-
-def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
-    all_lengths = np.concatenate(lengths)
-    offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
-    np.cumsum(all_lengths, out=offsets[1:])
-    return offsets
 
 
 def _log_filter(pairs: int, dropped: dict[str, int], cfg: DataConfig) -> None:

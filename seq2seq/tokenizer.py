@@ -17,7 +17,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from seq2seq.config import TokenizerConfig
-from seq2seq.files import write_atomic
+from seq2seq.files import update_with_corpus, write_atomic
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -104,8 +104,6 @@ def build_tokenizer(
     paths = _cache_paths(cfg, _cache_key(src_lines, tgt_lines, cfg, source_key))
     cached = _load_cached(paths)
     if cached is not None:
-        log.info("tokenizer: reusing cached SentencePiece model(s) %s", ", ".join(str(p) for p in paths.values()))
-        log.info("tokenizer: source vocab %d, target vocab %d", cached.src_vocab_size, cached.tgt_vocab_size)
         return cached
     log.info(
         "tokenizer: training %s SentencePiece %s model(s), vocab_size=%d",
@@ -126,12 +124,7 @@ def build_tokenizer(
 
 def cached_tokenizer(source_key: str, cfg: TokenizerConfig) -> Tokenizer | None:
     """The tokenizer `build_tokenizer(..., source_key=source_key)` trained earlier, without the text; or None."""
-    paths = _cache_paths(cfg, _cache_key([], [], cfg, source_key))
-    tokenizer = _load_cached(paths)
-    if tokenizer is not None:
-        log.info("tokenizer: reusing cached SentencePiece model(s) %s", ", ".join(str(p) for p in paths.values()))
-        log.info("tokenizer: source vocab %d, target vocab %d", tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    return tokenizer
+    return _load_cached(_cache_paths(cfg, _cache_key([], [], cfg, source_key)))
 
 
 def _cache_paths(cfg: TokenizerConfig, key: str) -> dict[str, Path]:
@@ -140,10 +133,14 @@ def _cache_paths(cfg: TokenizerConfig, key: str) -> dict[str, Path]:
 
 
 def _load_cached(paths: dict[str, Path]) -> Tokenizer | None:
+    """The cached model(s) at `paths` (logged), or None when any is missing."""
     if not all(p.is_file() for p in paths.values()):
         return None
     models = {side: p.read_bytes() for side, p in paths.items()}
-    return Tokenizer(models["joint"]) if "joint" in models else Tokenizer(models["src"], models["tgt"])
+    tokenizer = Tokenizer(models["joint"]) if "joint" in models else Tokenizer(models["src"], models["tgt"])
+    log.info("tokenizer: reusing cached SentencePiece model(s) %s", ", ".join(str(p) for p in paths.values()))
+    log.info("tokenizer: source vocab %d, target vocab %d", tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    return tokenizer
 
 
 def _cache_key(
@@ -157,11 +154,5 @@ def _cache_key(
         "spm": spm.__version__,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    if source_key is not None:
-        digest.update(b"\x00source\x00" + source_key.encode())
-        return digest.hexdigest()[:20]
-    for lines in (src_lines, tgt_lines):
-        digest.update(b"\x00side\x00")
-        for line in lines:
-            digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+    update_with_corpus(digest, source_key, (src_lines, tgt_lines))
     return digest.hexdigest()[:20]
