@@ -50,31 +50,28 @@ def check_override_keys(overrides: Sequence[str]) -> None:
     """Refuse a `key=value` override whose key no dataclass has, naming the closest key.
 
     Hydra would refuse it too, in several lines that end in advice (`+key=value`) that only leads to
-    the same refusal; this says it in one line. Config groups (`data=local`, `+experiment=gru`) and
-    `hydra.*` keys are left to Hydra.
+    the same refusal; this says it in one line. Config groups (`data=local`, `+experiment=gru`: no dot)
+    and `hydra.*` keys are left to Hydra.
     """
     keys = config_keys()
-    groups = {"data", "decode", "experiment"}
+    schema = None  # the dataclasses as an OmegaConf node, built once when a value needs checking
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or key in groups or key.startswith(("hydra.", "hydra/")) or "." not in key:
+        if not sep or key.startswith(("hydra.", "hydra/")) or "." not in key:
             continue
         if key.lstrip("/") not in keys:
             raise ConfigError(unknown_key_message(key))
-        _check_type(key, value)
+        if "," in value or value.strip().startswith(SWEEP_SYNTAX):
+            continue  # sweeps (`1,2`), Hydra's functions and interpolations are left to Hydra
+        schema = schema if schema is not None else OmegaConf.structured(Config)
+        _check_type(schema, key, value)
 
 
 SWEEP_SYNTAX = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(", "${", "[", "{")
 
 
-def _check_type(key: str, value: str) -> None:
-    """A value the key's dataclass field cannot hold (`train.lr=fast`) is refused in one line.
-
-    Sweeps (`1,2`), Hydra's functions and interpolations are left to Hydra.
-    """
-    if "," in value or value.strip().startswith(SWEEP_SYNTAX):
-        return
-    schema = OmegaConf.structured(Config)
+def _check_type(schema: DictConfig, key: str, value: str) -> None:
+    """A value the key's dataclass field cannot hold (`train.lr=fast`) is refused in one line."""
     try:
         OmegaConf.update(schema, key, yaml.safe_load(value) if value.strip() else value, merge=True)
     except yaml.YAMLError:

@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from seq2seq.corpus import ParallelCorpus
 from seq2seq.insight import InsightProbe
 from seq2seq.model import Seq2Seq
+from seq2seq.validation import VALIDATION_KEYS
 
 log = logging.getLogger("seq2seq.trainer")
 
@@ -91,7 +92,7 @@ class Reporter:
         """`valid/*` scalars, the samples table, the insight pictures, and the log lines of one validation."""
         if not self.enabled:
             return
-        for key in ("loss", "perplexity", "bleu", "chrf", "teacher_forced_bleu", "exposure_bias_gap"):
+        for key in VALIDATION_KEYS:
             self.writer.add_scalar(f"valid/{key}", row[key], step)
         self.writer.add_text("valid/samples", self.samples_markdown(valid, hyps), step)
         if self.insight is not None:
