@@ -80,7 +80,7 @@ MARKERS = (
     ("spm_training", r"^tokenizer: training "),
     ("spm_reused", r"^tokenizer: reusing cached"),
     ("tokenizer_ready", r"^tokenizer: source vocab"),
-    ("cache_building", r"^train: encoding \d+ pairs into the cache"),
+    ("cache_building", r"^train: encoding \d+ pairs into "),
     ("cache_found", r"^train: encoded pairs from the cache"),
     ("encoded", r"^train: \d+ pairs after length filtering"),
     ("model_ready", r"^model: "),
@@ -88,6 +88,9 @@ MARKERS = (
     ("training_done", r"^stopped after \d+ steps"),
     ("results_written", r"^results written to "),
 )
+
+
+ENCODE_RATE = re.compile(r"train: encoded \d+ pairs in [0-9.]+s \(([0-9.]+) pairs/s\)")
 
 
 # ------------------------------------------------------------------------------------------ the corpus
@@ -416,6 +419,7 @@ def measure_run(args: list[str], run_dir: Path, nproc: int, limit_mb: float | No
         wall = time.time() - start
     lines = console.read_text(errors="replace").splitlines()
     events = log_events(lines)
+    rate = next((m for m in map(ENCODE_RATE.search, lines) if m), None)
     mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
     result: dict[str, Any] = {
         "command": " ".join(argv),
@@ -427,6 +431,7 @@ def measure_run(args: list[str], run_dir: Path, nproc: int, limit_mb: float | No
         "training_text_read": "train_read" in events,
         "spm_trained": "spm_training" in events,
         "cache_built": "cache_building" in events,
+        "encode_pairs_per_s": float(rate.group(1)) if rate else None,  # the encoding pass alone, from its log line
         "peak_rss_mb_wait4": mb(usage.ru_maxrss),  # the largest single process of the tree (Linux: kB)
         "peak_rss_mb_sum": mb(sampler.peak.get("VmRSS", 0)),  # the whole tree, summed, sampled
         "at_peak_mb": {k: mb(v) for k, v in sampler.peak.items()},
@@ -439,6 +444,24 @@ def measure_run(args: list[str], run_dir: Path, nproc: int, limit_mb: float | No
     elif proc.returncode != 0:
         result["stopped"] = f"exit code {proc.returncode}; last lines: " + " | ".join(lines[-3:])
     return result
+
+
+def baseline_encoding(corpus: Path, spm_cache: Path, pairs: int) -> dict[str, Any]:
+    """What encoding cost before the word cache and the worker processes: SentencePiece on whole lines, in
+    this process (its own threads, as `Tokenizer.encode_src` ran it), then flattening into arrays, over the
+    first `pairs` training pairs, with the models the cold run trained. Returns pairs/s."""
+    from seq2seq.tokenizer import Tokenizer, flatten
+
+    models = {m.name.split(".")[-2]: m.read_bytes() for m in spm_cache.glob("*.model")}
+    tokenizer = Tokenizer(models["joint"]) if "joint" in models else Tokenizer(models["src"], models["tgt"])
+    src = [line.strip() for _, line in zip(range(pairs), read_lines(corpus / f"{TRAIN_PREFIX}.{LANGS[0]}"))]
+    tgt = [line.strip() for _, line in zip(range(pairs), read_lines(corpus / f"{TRAIN_PREFIX}.{LANGS[1]}"))]
+    began = time.perf_counter()
+    for start in range(0, len(src), 100_000):  # the chunk size the old encoder used
+        flatten(tokenizer.encode_src(src[start : start + 100_000]))
+        flatten(tokenizer.encode_tgt(tgt[start : start + 100_000]))
+    seconds = time.perf_counter() - began
+    return {"pairs": len(src), "seconds": round(seconds, 2), "pairs_per_s": round(len(src) / seconds, 1)}
 
 
 def folder_mb(path: Path) -> float:
@@ -468,10 +491,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
     head = (
         "| pairs | words per side (de / en) | corpus MB | first-run preprocessing s | first-run start to first step s "
         "| cached start to first step s | cache MB (encoded + spm) | peak RSS MB (cold / cached)"
+        + " | encoding pairs/s: one process, whole lines (before) / now"
         + (" | torchrun 2 ranks: start to first step s, summed peak RSS MB" if torchrun else "")
         + " |"
     )
-    rows = [head, "|" + " --- |" * (8 + torchrun)]
+    rows = [head, "|" + " --- |" * (9 + torchrun)]
     for r in results:
         cold, cached, dist = (r["runs"].get(k, {}) for k in ("cold", "cached", "torchrun"))
         words = r["corpus"]["words_per_line"]
@@ -484,6 +508,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             fmt(cached.get("phases_s", {}).get("start_to_first_step")),
             f"{fmt(r.get('cache_mb'))} + {fmt(r.get('spm_mb'))}",
             f"{fmt(cold.get('peak_rss_mb_wait4'), 0)} / {fmt(cached.get('peak_rss_mb_wait4'), 0)}",
+            f"{fmt(r.get('baseline_encoding', {}).get('pairs_per_s'), 0)} / {fmt(cold.get('encode_pairs_per_s'), 0)}",
         ]
         if torchrun:
             row.append(
@@ -550,6 +575,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wait-idle", type=float, default=0, metavar="MINUTES", help=idle)
     parser.add_argument("--max-rss-gb", type=float, default=None, help="kill a run whose summed RSS passes this")
     parser.add_argument("--timeout-minutes", type=float, default=60, help="kill a run that takes longer")
+    baseline = "after the cold run, time the old single-process whole-line encoding on this many pairs (0: skip)"
+    parser.add_argument("--baseline-pairs", type=int, default=200_000, help=baseline)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra training config overrides")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -605,6 +632,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{fmt(phases['preprocessing'])} s, peak RSS {fmt(run['peak_rss_mb_wait4'], 0)} MB (one process), "
                 f"{fmt(run['peak_rss_mb_sum'], 0)} MB (tree)" + (f"; {run['stopped']}" if "stopped" in run else "")
             )
+            if name == "cold" and args.baseline_pairs and "stopped" not in run:
+                entry["baseline_encoding"] = baseline_encoding(corpus_dir, cache / "spm", args.baseline_pairs)
+                rate = entry["baseline_encoding"]["pairs_per_s"]
+                say(f"{pairs:,}: single-process whole-line encoding {rate} pairs/s")
             args.out.write_text(json.dumps(report, indent=2) + "\n")
             if "stopped" in run:
                 failed = True

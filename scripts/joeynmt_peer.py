@@ -117,7 +117,7 @@ def write_inputs(config: Config, out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = load_corpus(config.data)
-    tokenizer = build_tokenizer(splits["train"].src, splits["train"].tgt, config.tokenizer)
+    tokenizer = build_tokenizer(splits["train"], config.tokenizer)
     state = tokenizer.to_dict()
     if state.get("tgt") is not None:
         raise SystemExit("the Joey peer needs a joint SentencePiece model (tokenizer.joint=true)")

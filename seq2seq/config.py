@@ -48,6 +48,7 @@ class DataConfig:
     max_length_ratio: float = 3.0  # training pairs whose token-length ratio exceeds this are dropped
     max_train_pairs: int | None = None  # keep only the first N training pairs (quick experiments, tests)
     cache_dir: str | None = "~/.cache/seq2seq/data"  # the encoded training set, built once (null: encode every run)
+    preprocess_workers: int | None = None  # processes that encode the training set (null: one per CPU core; 0: none)
 
     @property
     def resolved_source(self) -> str:
@@ -65,6 +66,7 @@ class TokenizerConfig:
     vocab_size: int = 1000  # subword vocabulary size (a small corpus may give fewer)
     joint: bool = True  # one model for both languages, or one per side
     character_coverage: float = 1.0  # share of characters covered (0.9995 for large alphabets)
+    sample_sentences: int = 2_000_000  # SentencePiece trains on at most this many sentences per model (a random sample)
     cache_dir: str = (
         "~/.cache/seq2seq/spm"  # trained models are cached here, keyed by a hash of the settings and the text
     )
@@ -190,12 +192,15 @@ def validate_data(d: DataConfig) -> None:
     _at_least("data.max_length_ratio", d.max_length_ratio, 1.0)
     if d.max_train_pairs is not None:
         _positive("data.max_train_pairs", d.max_train_pairs)
+    if d.preprocess_workers is not None:
+        _at_least("data.preprocess_workers", d.preprocess_workers, 0)
 
 
 def validate_tokenizer(tok: TokenizerConfig) -> None:
     _choice("tokenizer.type", tok.type, SPM_TYPES)
     _at_least("tokenizer.vocab_size", tok.vocab_size, 8)
     _in_range("tokenizer.character_coverage", tok.character_coverage, 0.9, 1.0)
+    _at_least("tokenizer.sample_sentences", tok.sample_sentences, 1000)
 
 
 def validate_model(m: ModelConfig) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from seq2seq.config import Config
-from seq2seq.corpus import ParallelCorpus, fingerprint, load_corpus
+from seq2seq.corpus import ParallelCorpus, fingerprint, open_splits
 from seq2seq.encoded import EncodedCorpus, cached_training_set, encode_training_set
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, build_tokenizer, cached_tokenizer
 
@@ -33,9 +33,10 @@ class PreparedData:
 
 
 def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> PreparedData:
-    """Load and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter.
+    """Read and clean the corpus, train/reuse SentencePiece (unless given one), encode and length-filter.
 
-    The encoded training set is built once per corpus and tokenizer (`seq2seq.encoded`), then reused.
+    The training split is streamed, never held whole: SentencePiece trains on a sample of it, and the
+    encoded pairs are built once per corpus and tokenizer (`seq2seq.encoded`), then memory-mapped.
     For local files the caches are named by a fingerprint of the files' bytes, so that when both the
     tokenizer and the encoded pairs are cached, the training text is not read at all.
     """
@@ -44,14 +45,14 @@ def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> Prepared
         known = tokenizer or cached_tokenizer(source_key, config.tokenizer)
         encoded = cached_training_set(source_key, known, config.data) if known is not None else None
         if known is not None and encoded is not None:
-            splits = load_corpus(config.data, ("valid", "test"))
-            return PreparedData(known, encoded, splits["valid"], splits["test"])
-    splits = load_corpus(config.data)
+            splits = open_splits(config.data, ("valid", "test"))
+            return PreparedData(known, encoded, splits["valid"].read(), splits["test"].read())
+    splits = open_splits(config.data, key=source_key)
     train = splits["train"]
     if tokenizer is None:
-        tokenizer = build_tokenizer(train.src, train.tgt, config.tokenizer, source_key)
-    encoded = encode_training_set(train, tokenizer, config.data, source_key)
-    return PreparedData(tokenizer, encoded, splits["valid"], splits["test"])
+        tokenizer = build_tokenizer(train, config.tokenizer)
+    encoded = encode_training_set(train, tokenizer, config.data)
+    return PreparedData(tokenizer, encoded, splits["valid"].read(), splits["test"].read())
 
 
 @dataclass
@@ -109,39 +110,59 @@ def token_batches(
     tgt_lengths: Sequence[int] | np.ndarray,
     batch_tokens: int,
     rng: random.Random | None = None,
-) -> list[list[int]]:
-    """Group sentence indices into batches of at most `batch_tokens` (padded) tokens.
+) -> list[np.ndarray]:
+    """Group sentence indices into batches of at most `batch_tokens` (padded) tokens; (rows,) int64 arrays.
 
     Sentences are sorted by length (ties broken at random when `rng` is given),
     cut into batches while `rows * longest <= batch_tokens`, and the batch order
     is shuffled with `rng`. Each sentence is counted with +1 for its EOS/BOS.
     """
     src, tgt = np.asarray(src_lengths, dtype=np.int64), np.asarray(tgt_lengths, dtype=np.int64)
-    order = list(range(len(src)))
-    if rng is not None:
+    if rng is None:
+        ordered = np.arange(len(src), dtype=np.int64)
+    else:
+        order = list(range(len(src)))
         rng.shuffle(order)  # random tie-breaking: the stable sort below keeps this order within equal lengths
-    ordered = np.asarray(order, dtype=np.int64)
-    ordered = ordered[np.lexsort((tgt[ordered], src[ordered]))]  # by source, then target length; stable
-    needs = (np.maximum(src, tgt) + 1)[ordered].tolist()
-    indices = ordered.tolist()
-    batches: list[list[int]] = []
-    first, longest = 0, 0
-    for position, length in enumerate(needs):
-        if position > first and (position - first + 1) * max(longest, length) > batch_tokens:
-            batches.append(indices[first:position])
-            first, longest = position, 0
-        longest = max(longest, length)
-    if indices:
-        batches.append(indices[first:])
+        ordered = np.asarray(order, dtype=np.int64)
+    ordered = ordered[_stable_length_order(src[ordered], tgt[ordered])]  # by source, then target length
+    needs = (np.maximum(src, tgt) + 1)[ordered]  # (sentences,) padded tokens each one costs, in batch order
+    batches = np.split(ordered, _batch_starts(needs, batch_tokens)[1:])
     if rng is not None:
         rng.shuffle(batches)
-    return batches
+    return batches if len(ordered) else []
+
+
+def _stable_length_order(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """The stable order by (source, target) length: one radix sort of a 16-bit key when lengths allow."""
+    if len(src) and max(int(src.max()), int(tgt.max())) < 256:
+        return np.argsort((src << 8 | tgt).astype(np.uint16), kind="stable")
+    return np.lexsort((tgt, src))
+
+
+def _batch_starts(needs: np.ndarray, batch_tokens: int) -> list[int]:
+    """Where each batch starts: a batch grows while (rows + 1) * longest fits, and has at least one row.
+
+    A batch starting at `first` cannot hold more than batch_tokens // needs[first] + 1 rows before it
+    overflows, so each cut is found in a window of that size with a running maximum.
+    """
+    starts, first, n = [], 0, len(needs)
+    while first < n:
+        starts.append(first)
+        window = needs[first : first + batch_tokens // int(needs[first]) + 2]  # (w,)
+        rows = np.arange(1, len(window) + 1)
+        over = np.flatnonzero((rows * np.maximum.accumulate(window) > batch_tokens)[1:])  # the first row never cuts
+        first += int(over[0]) + 1 if len(over) else len(window)
+    return starts
 
 
 def epoch_batches(
-    src_lengths: Sequence[int], tgt_lengths: Sequence[int], batch_tokens: int, seed: int, epoch: int
-) -> list[list[int]]:
-    """One epoch's shuffled, length-bucketed batches (lists of pair indices), a function of seed and epoch only."""
+    src_lengths: Sequence[int] | np.ndarray,
+    tgt_lengths: Sequence[int] | np.ndarray,
+    batch_tokens: int,
+    seed: int,
+    epoch: int,
+) -> list[np.ndarray]:
+    """One epoch's shuffled, length-bucketed batches (arrays of pair indices), a function of seed and epoch only."""
     return token_batches(src_lengths, tgt_lengths, batch_tokens, random.Random(seed * 1_000_003 + epoch))
 
 

@@ -15,11 +15,14 @@ the same code: every helper here is then a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+B = TypeVar("B")  # a batch: whatever the epoch's batching yields
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,11 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def shard(batches: list[list[int]], world_size: int) -> list[list[list[int]]]:
+def shard(batches: Sequence[B], world_size: int) -> list[list[B]]:
     """Group an epoch's batches into global steps: step i gives rank r `batches[i * world_size + r]`.
 
     Every rank takes the same number of steps; the last `len(batches) % world_size` batches wait
     for the next epoch's shuffle.
     """
     steps = len(batches) // world_size
-    return [batches[i * world_size : (i + 1) * world_size] for i in range(steps)]
+    return [list(batches[i * world_size : (i + 1) * world_size]) for i in range(steps)]

@@ -8,37 +8,42 @@ process. `encode_training_set` does it once per (corpus, tokenizer, length filte
     CACHE_DIR/KEY/tgt.npy, tgt_offsets.npy
     CACHE_DIR/KEY/meta.json          what was built and what the length filter dropped
 
+The corpus is streamed in chunks of cleaned pairs; worker processes (`data.preprocess_workers`, one
+per core by default) encode them with a word cache (`tokenizer.WordCache`) and the length filter, and
+this process appends their arrays to the files, so neither the text nor the ids are ever held whole.
 Every later run (a resume, each torchrun rank, each job of a sweep) maps the same files with
 `numpy.load(mmap_mode="r")`: the pages are shared through the OS page cache, not copied per process.
-KEY hashes the training text, the SentencePiece model(s) and the filter settings, so a change to any
-of them builds a new cache. A cache is built in a temporary folder and renamed into place only when
-complete, so a build that is killed is never read, and of two processes building the same cache at
-once one rename wins and the other process uses the winner's files.
+KEY hashes the corpus (`corpus.key`: the files' bytes), the SentencePiece model(s) and the filter
+settings, so a change to any of them builds a new cache. A cache is built in a temporary folder and
+renamed into place only when complete, so a build that is killed is never read, and of two processes
+building the same cache at once one rename wins and the other process uses the winner's files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from seq2seq.config import DataConfig
-from seq2seq.corpus import CorpusError, ParallelCorpus, length_filter
-from seq2seq.files import update_with_corpus
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.corpus import CorpusError, PairChunk, PairSource, length_filter
+from seq2seq.tokenizer import Tokenizer, WordCache, flatten
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-ENCODE_CHUNK = 100_000  # sentences encoded at a time, so that only one chunk is ever held as Python lists
 ARRAYS = ("src", "src_offsets", "tgt", "tgt_offsets")
 
 
@@ -69,7 +74,7 @@ class EncodedCorpus:
 
     @classmethod
     def from_lists(cls, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> EncodedCorpus:
-        (src_flat, src_lengths), (tgt_flat, tgt_lengths) = _flatten(src), _flatten(tgt)
+        (src_flat, src_lengths), (tgt_flat, tgt_lengths) = flatten(src), flatten(tgt)
         return cls(src_flat, _offsets([src_lengths]), tgt_flat, _offsets([tgt_lengths]))
 
     def save(self, folder: Path) -> None:
@@ -81,45 +86,40 @@ class EncodedCorpus:
         return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS))
 
 
-def _flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ids -> (all ids one after another as int32, each row's length)."""
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    return np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(lengths.sum())), lengths
-
-
 def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
     """Row lengths (in parts) -> where each row starts in the flat array, plus the end: (rows + 1,) int64."""
-    all_lengths = np.concatenate(lengths)
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
     np.cumsum(all_lengths, out=offsets[1:])
     return offsets
 
 
-def encode_training_set(
-    train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig, source_key: str | None = None
-) -> EncodedCorpus:
+def encode_training_set(corpus: PairSource, tokenizer: Tokenizer, cfg: DataConfig) -> EncodedCorpus:
     """The training pairs encoded and length-filtered: from the cache in `data.cache_dir`, built there if missing.
 
-    `source_key` (`corpus.fingerprint` of the files) names the corpus in the cache key; without it the
-    text itself is hashed. With `data.cache_dir=null` the arrays are built in memory and nothing is written.
+    `corpus.key` (for local files a fingerprint of their bytes) names the corpus in the cache key. With
+    `data.cache_dir=null` the arrays are built in memory and nothing is written.
     """
     if cfg.cache_dir is None:
-        encoded, dropped = _encode(train, tokenizer, cfg)
-        _log_filter(len(encoded), dropped, cfg)
+        with tempfile.TemporaryDirectory(prefix="seq2seq-encoded-") as tmp:
+            meta = _encode_into(Path(tmp), corpus, tokenizer, cfg)
+            encoded = EncodedCorpus(*(np.load(Path(tmp) / f"{name}.npy") for name in ARRAYS))
+        _log_filter(len(encoded), meta["dropped"], cfg)
         return encoded
-    folder = Path(cfg.cache_dir).expanduser() / cache_key(train, tokenizer, cfg, source_key)
+    folder = Path(cfg.cache_dir).expanduser() / cache_key(corpus.key, tokenizer, cfg)
     if (folder / "meta.json").is_file():
         log.info("train: encoded pairs from the cache %s", folder)
     else:
-        _build(folder, train, tokenizer, cfg)
+        _build(folder, corpus, tokenizer, cfg)
     return _load(folder, cfg)
 
 
 def cached_training_set(source_key: str, tokenizer: Tokenizer, cfg: DataConfig) -> EncodedCorpus | None:
-    """The pairs `encode_training_set(..., source_key)` cached earlier, found without the text; or None."""
+    """The pairs `encode_training_set` cached earlier for a corpus whose key is `source_key`, found without
+    the text; or None."""
     if cfg.cache_dir is None:
         return None
-    folder = Path(cfg.cache_dir).expanduser() / cache_key(ParallelCorpus([], []), tokenizer, cfg, source_key)
+    folder = Path(cfg.cache_dir).expanduser() / cache_key(source_key, tokenizer, cfg)
     if not (folder / "meta.json").is_file():
         return None
     log.info("train: encoded pairs from the cache %s (the training text was not read)", folder)
@@ -133,27 +133,23 @@ def _load(folder: Path, cfg: DataConfig) -> EncodedCorpus:
     return encoded
 
 
-def cache_key(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig, source_key: str | None = None) -> str:
-    """A hash of everything the encoded arrays depend on: the corpus (its `source_key`, else its text), the
-    subword model(s), the length filter."""
+def cache_key(corpus_key: str, tokenizer: Tokenizer, cfg: DataConfig) -> str:
+    """A hash of everything the encoded arrays depend on: the corpus (its key), the subword model(s), the
+    length filter."""
     settings = {"version": FORMAT_VERSION, "max_length": cfg.max_length, "max_length_ratio": cfg.max_length_ratio}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for model in tokenizer.to_dict().values():
         digest.update(b"\x00model\x00" + (model or b""))
-    update_with_corpus(digest, source_key, (train.src, train.tgt))
+    digest.update(b"\x00corpus\x00" + corpus_key.encode())
     return digest.hexdigest()[:20]
 
 
-def _build(folder: Path, train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig) -> None:
+def _build(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: DataConfig) -> None:
     """Encode into a temporary folder beside `folder`, then rename it into place (atomic on one file system)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    log.info("train: encoding %d pairs into the cache %s", len(train), folder)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
-        encoded, dropped = _encode(train, tokenizer, cfg)
-        encoded.save(tmp)
-        meta = {"version": FORMAT_VERSION, "pairs": len(encoded), "read": len(train), "dropped": dropped}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _encode_into(tmp, corpus, tokenizer, cfg)
         for path in tmp.iterdir():  # durable before the rename makes them visible
             with path.open("rb") as f:
                 os.fsync(f.fileno())
@@ -167,31 +163,134 @@ def _build(folder: Path, train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataC
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _encode(train: ParallelCorpus, tokenizer: Tokenizer, cfg: DataConfig) -> tuple[EncodedCorpus, dict[str, int]]:
-    """Encode chunk by chunk, keep the pairs the length filter lets through, and flatten them."""
-    src_parts: list[np.ndarray] = []
-    tgt_parts: list[np.ndarray] = []
-    src_lengths: list[np.ndarray] = []
-    tgt_lengths: list[np.ndarray] = []
-    dropped = {"too_long": 0, "bad_ratio": 0}
-    for start in range(0, len(train), ENCODE_CHUNK):
-        src_ids = tokenizer.encode_src(train.src[start : start + ENCODE_CHUNK])
-        tgt_ids = tokenizer.encode_tgt(train.tgt[start : start + ENCODE_CHUNK])
-        kept, counts = length_filter(
-            [len(s) for s in src_ids], [len(t) for t in tgt_ids], cfg.max_length, cfg.max_length_ratio
-        )
-        for reason, count in counts.items():
-            dropped[reason] += count
-        for ids, parts, lengths in ((src_ids, src_parts, src_lengths), (tgt_ids, tgt_parts, tgt_lengths)):
-            flat, row_lengths = _flatten([ids[i] for i in kept])
-            parts.append(flat)
-            lengths.append(row_lengths)
-    if not src_parts:
-        raise CorpusError("the training split is empty")
-    corpus = EncodedCorpus(
-        np.concatenate(src_parts), _offsets(src_lengths), np.concatenate(tgt_parts), _offsets(tgt_lengths)
+def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: DataConfig) -> dict[str, Any]:
+    """Stream the corpus through the encoder (in worker processes when there are several cores) and append
+    every chunk's arrays to the files in `folder`; write meta.json last. Returns the meta."""
+    workers = _worker_count(cfg)
+    started = time.perf_counter()
+    log.info(
+        "train: encoding %d pairs into %s (%s)",
+        corpus.raw_pairs,
+        folder,
+        f"{workers} worker processes" if workers else "in this process",
     )
-    return corpus, dropped
+    dropped = {"too_long": 0, "bad_ratio": 0}
+    read = 0
+    lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+    chunks = corpus.chunks(desc="encoding the training set" if corpus.raw_pairs > 200_000 else None)
+    src_file, tgt_file = _ArrayFile(folder / "src.npy"), _ArrayFile(folder / "tgt.npy")
+    with src_file, tgt_file, _encoded_chunks(chunks, tokenizer, cfg, workers) as results:
+        for result in results:
+            src_file.append(result.src)
+            tgt_file.append(result.tgt)
+            lengths["src"].append(result.src_lengths)
+            lengths["tgt"].append(result.tgt_lengths)
+            read += result.read
+            for reason, count in result.dropped.items():
+                dropped[reason] += count
+    for side in ("src", "tgt"):
+        np.save(folder / f"{side}_offsets.npy", _offsets(lengths[side]))
+    pairs = sum(len(part) for part in lengths["src"])
+    meta = {"version": FORMAT_VERSION, "pairs": pairs, "read": read, "dropped": dropped}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    seconds = time.perf_counter() - started
+    log.info("train: encoded %d pairs in %.1fs (%.0f pairs/s)", read, seconds, read / max(seconds, 1e-9))
+    return meta
+
+
+def _worker_count(cfg: DataConfig) -> int:
+    """Encoding processes: `data.preprocess_workers`, by default one per core (0 on a single core)."""
+    if cfg.preprocess_workers is not None:
+        return cfg.preprocess_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if cores > 1 else 0
+
+
+@dataclass
+class EncodedChunk:
+    """One chunk of pairs, encoded and length-filtered."""
+
+    src: np.ndarray  # (source tokens,) int32
+    src_lengths: np.ndarray  # (pairs kept,) int64
+    tgt: np.ndarray
+    tgt_lengths: np.ndarray
+    read: int  # pairs in the chunk before the length filter
+    dropped: dict[str, int]
+
+
+class ChunkEncoder:
+    """Encode chunks of cleaned pairs (with a word cache per side) and apply the length filter."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, max_ratio: float) -> None:
+        self.src = WordCache(tokenizer.src)
+        self.tgt = self.src if tokenizer.joint else WordCache(tokenizer.tgt)
+        self.max_length, self.max_ratio = max_length, max_ratio
+
+    def __call__(self, chunk: PairChunk) -> EncodedChunk:
+        (src, src_lengths), (tgt, tgt_lengths) = self.src.encode(chunk.src), self.tgt.encode(chunk.tgt)
+        keep, dropped = length_filter(src_lengths, tgt_lengths, self.max_length, self.max_ratio)
+        if not keep.all():
+            src = src[np.repeat(keep, src_lengths)]
+            tgt = tgt[np.repeat(keep, tgt_lengths)]
+            src_lengths, tgt_lengths = src_lengths[keep], tgt_lengths[keep]
+        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), dropped)
+
+
+_worker_encoder: ChunkEncoder | None = None  # one per worker process
+
+
+def _start_worker(models: dict[str, bytes | None], max_length: int, max_ratio: float) -> None:
+    global _worker_encoder
+    _worker_encoder = ChunkEncoder(Tokenizer.from_dict(models), max_length, max_ratio)
+
+
+def _encode_in_worker(chunk: PairChunk) -> EncodedChunk:
+    assert _worker_encoder is not None
+    return _worker_encoder(chunk)
+
+
+@contextlib.contextmanager
+def _encoded_chunks(
+    chunks: Iterator[PairChunk], tokenizer: Tokenizer, cfg: DataConfig, workers: int
+) -> Iterator[Iterator[EncodedChunk]]:
+    """The chunks encoded in order: by `workers` processes (this one reads and writes meanwhile), or here."""
+    if workers == 0:
+        yield map(ChunkEncoder(tokenizer, cfg.max_length, cfg.max_length_ratio), chunks)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-imports
+    init = (tokenizer.to_dict(), cfg.max_length, cfg.max_length_ratio)
+    with context.Pool(workers, initializer=_start_worker, initargs=init) as pool:
+        yield pool.imap(_encode_in_worker, chunks)
+
+
+class _ArrayFile:
+    """A 1-D .npy file written in appended parts: a fixed-size header slot first, the real header at close."""
+
+    HEADER = 128  # bytes: room for the header of any 1-D int array (np.load accepts any padding)
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.dtype, self.count = path, np.dtype(np.int32), 0
+        self.file = path.open("wb")
+        self.file.write(b"\x00" * self.HEADER)
+
+    def append(self, values: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.count += len(values)
+
+    def __enter__(self) -> _ArrayFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        header = repr(
+            {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.count,)}
+        )
+        size = self.HEADER - 10  # after the 6-byte magic, the version (2 bytes) and the header length (2 bytes)
+        if len(header) >= size:
+            raise ValueError(f"npy header {header!r} does not fit its {self.HEADER}-byte slot")
+        self.file.seek(0)
+        self.file.write(b"\x93NUMPY\x01\x00" + size.to_bytes(2, "little") + header.ljust(size - 1).encode() + b"\n")
+        self.file.close()
 
 
 def _log_filter(pairs: int, dropped: dict[str, int], cfg: DataConfig) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -37,14 +35,3 @@ def write_atomic(path: Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
-
-
-def update_with_corpus(digest: Any, source_key: str | None, sides: Sequence[Sequence[str]]) -> None:
-    """Feed a corpus into a cache key (a hashlib object): its fingerprint when known, else every line of each side."""
-    if source_key is not None:
-        digest.update(b"\x00source\x00" + source_key.encode())
-        return
-    for lines in sides:
-        digest.update(b"\x00side\x00")
-        for line in lines:
-            digest.update(line.encode("utf-8", "surrogatepass") + b"\n")

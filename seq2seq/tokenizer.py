@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from seq2seq.config import TokenizerConfig
-from seq2seq.files import update_with_corpus, write_atomic
+from seq2seq.corpus import PairSource
+from seq2seq.files import write_atomic
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -70,8 +75,87 @@ class Tokenizer:
         return cls(src, state.get("tgt"))
 
 
-def train_sentencepiece(lines: Sequence[str], cfg: TokenizerConfig) -> bytes:
-    """Train one SentencePiece model in memory and return its serialized proto."""
+class WordCache:
+    """Encode the lines of a large corpus word by word, each distinct word segmented once.
+
+    SentencePiece splits the normalized text at whitespace before it segments (no piece crosses a word
+    boundary), so a line's ids are its words' ids one after another. Real corpora are Zipfian: after a few
+    thousand lines nearly every word has been seen, and a line costs a few dictionary lookups instead of a
+    segmentation. A word that normalization changes (a tab or other space, a compatibility character, the
+    "▁" symbol itself) is not trusted: a line that holds one is encoded whole. Either way the result equals
+    `processor.encode(line)` (tests/test_tokenizer.py checks it over whole corpora).
+    """
+
+    def __init__(self, processor: spm.SentencePieceProcessor) -> None:
+        self.sp = processor
+        self.index: dict[str, int] = {"": 0}  # word -> row of the tables below ("" between two spaces: no pieces)
+        self._lengths, self._starts, self._safe, self._pieces = [0], [0], [True], []
+        self._tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The shortcut needs SentencePiece's defaults: a dummy prefix and collapsed runs of spaces.
+        self.enabled = processor.normalize("ab  cd") == "\u2581ab\u2581cd"
+
+    def encode(self, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Lines (stripped, non-empty) -> (all their ids one after another, int32; each line's length, int64)."""
+        if not self.enabled:
+            return flatten(self.sp.encode(list(lines), out_type=int))
+        split = [line.split(" ") for line in lines]
+        words = list(itertools.chain.from_iterable(split))
+        new = set(words).difference(self.index)
+        if new:
+            self._add(sorted(new))
+        word_rows = np.fromiter(map(self.index.__getitem__, words), dtype=np.int64, count=len(words))  # (words,)
+        lengths, starts, safe, pieces = self._arrays()
+        word_lengths = lengths[word_rows]  # (words,) pieces per word
+        words_per_line = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        line_of_word = np.repeat(np.arange(len(lines)), words_per_line)  # (words,)
+        line_lengths = np.bincount(line_of_word, weights=word_lengths, minlength=len(lines)).astype(np.int64)
+        # piece j of word w sits at starts[w] + j in `pieces`: one gather builds every line
+        first_out = np.cumsum(word_lengths) - word_lengths
+        flat = pieces[np.repeat(starts[word_rows] - first_out, word_lengths) + np.arange(int(word_lengths.sum()))]
+        untrusted = np.flatnonzero(np.bincount(line_of_word, weights=~safe[word_rows], minlength=len(lines)))
+        if len(untrusted):
+            flat, line_lengths = self._encode_whole(lines, untrusted, flat, line_lengths)
+        return flat.astype(np.int32), line_lengths
+
+    def _add(self, words: list[str]) -> None:
+        for word, ids, normalized in zip(words, self.sp.encode(words, out_type=int), self.sp.normalize(words)):
+            self.index[word] = len(self._lengths)
+            self._lengths.append(len(ids))
+            self._starts.append(len(self._pieces))
+            self._safe.append(normalized == "\u2581" + word and "\u2581" not in word)
+            self._pieces.extend(ids)
+        self._tables = None
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._tables is None:
+            self._tables = (
+                np.array(self._lengths, dtype=np.int64),
+                np.array(self._starts, dtype=np.int64),
+                np.array(self._safe, dtype=bool),
+                np.array(self._pieces, dtype=np.int32),
+            )
+        return self._tables
+
+    def _encode_whole(
+        self, lines: Sequence[str], which: np.ndarray, flat: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Replace the ids of lines `which` by SentencePiece's encoding of each whole line."""
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        rows = [flat[offsets[i] : offsets[i + 1]] for i in range(len(lines))]
+        for i, ids in zip(which.tolist(), self.sp.encode([lines[i] for i in which.tolist()], out_type=int)):
+            rows[i] = np.array(ids, dtype=np.int32)
+        return flatten(rows)
+
+
+def flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids -> (all ids one after another as int32, each row's length as int64)."""
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def train_sentencepiece(lines: Iterable[str], cfg: TokenizerConfig) -> bytes:
+    """Train one SentencePiece model in memory on `lines` and return its serialized proto."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
@@ -84,7 +168,7 @@ def train_sentencepiece(lines: Sequence[str], cfg: TokenizerConfig) -> bytes:
         unk_id=UNK_ID,
         bos_id=BOS_ID,
         eos_id=EOS_ID,
-        input_sentence_size=2_000_000,
+        input_sentence_size=cfg.sample_sentences,  # the sample below is never larger: a no-op kept for old models
         shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1,
         minloglevel=2,
@@ -92,29 +176,36 @@ def train_sentencepiece(lines: Sequence[str], cfg: TokenizerConfig) -> bytes:
     return model.getvalue()
 
 
-def build_tokenizer(
-    src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig, source_key: str | None = None
-) -> Tokenizer:
+def build_tokenizer(corpus: PairSource, cfg: TokenizerConfig) -> Tokenizer:
     """Train (or load from the cache) the subword model(s) for this corpus and these settings.
 
-    The cache key hashes the settings and the corpus: its `source_key` (a fingerprint of the files, see
-    `corpus.fingerprint`) when given, else the training text itself. A change to either trains a new
-    model, and an unchanged run reuses the old one.
+    The cache key hashes the settings and `corpus.key` (a fingerprint of the files, see `corpus.fingerprint`,
+    or of the text itself for a corpus in memory): a change to either trains a new model, and an unchanged
+    run reuses the old one. SentencePiece trains on at most `tokenizer.sample_sentences` sentences per model:
+    all of them for a corpus that small (source lines, then target lines for a joint model), else a seeded
+    random sample of pairs, streamed from the corpus into temporary files.
     """
-    paths = _cache_paths(cfg, _cache_key(src_lines, tgt_lines, cfg, source_key))
+    paths = _cache_paths(cfg, _cache_key(corpus.key, cfg))
     cached = _load_cached(paths)
     if cached is not None:
         return cached
-    log.info(
-        "tokenizer: training %s SentencePiece %s model(s), vocab_size=%d",
-        "a joint" if cfg.joint else "separate",
-        cfg.type,
-        cfg.vocab_size,
-    )
-    if cfg.joint:
-        models = {"joint": train_sentencepiece(list(src_lines) + list(tgt_lines), cfg)}
-    else:
-        models = {"src": train_sentencepiece(src_lines, cfg), "tgt": train_sentencepiece(tgt_lines, cfg)}
+    with tempfile.TemporaryDirectory(prefix="seq2seq-spm-") as tmp:
+        sample = write_sample(corpus, cfg.sample_sentences // 2 if cfg.joint else cfg.sample_sentences, Path(tmp))
+        log.info(
+            "tokenizer: training %s SentencePiece %s model(s), vocab_size=%d, on %s of %d pairs",
+            "a joint" if cfg.joint else "separate",
+            cfg.type,
+            cfg.vocab_size,
+            f"a random sample of {sample.pairs}" if sample.sampled else f"all {sample.pairs}",
+            corpus.raw_pairs,
+        )
+        if cfg.joint:
+            models = {"joint": train_sentencepiece(itertools.chain(sample.lines(0), sample.lines(1)), cfg)}
+        else:
+            models = {
+                "src": train_sentencepiece(sample.lines(0), cfg),
+                "tgt": train_sentencepiece(sample.lines(1), cfg),
+            }
     for side, data in models.items():
         write_atomic(paths[side], data)
     tokenizer = Tokenizer(models["joint"]) if cfg.joint else Tokenizer(models["src"], models["tgt"])
@@ -122,9 +213,49 @@ def build_tokenizer(
     return tokenizer
 
 
+@dataclass
+class Sample:
+    """The pairs SentencePiece trains on, one file per side (one sentence a line)."""
+
+    files: tuple[Path, Path]
+    pairs: int
+    sampled: bool  # False: every pair of the corpus
+
+    def lines(self, side: int) -> Iterator[str]:
+        with self.files[side].open(encoding="utf-8") as f:
+            for line in f:
+                yield line[:-1]
+
+
+def write_sample(corpus: PairSource, max_pairs: int, folder: Path, seed: int = 0) -> Sample:
+    """Stream the corpus once and write every pair, or a seeded random `max_pairs` of its raw pairs (those
+    that survive cleaning), to `folder`/src.txt and tgt.txt. A line break inside a sentence becomes a space."""
+    chosen: np.ndarray | None = None  # (raw_pairs,) bool
+    if corpus.raw_pairs > max_pairs:
+        chosen = np.zeros(corpus.raw_pairs, dtype=bool)
+        chosen[np.random.default_rng(seed).choice(corpus.raw_pairs, size=max_pairs, replace=False)] = True
+    files = (folder / "src.txt", folder / "tgt.txt")
+    pairs = 0
+    with files[0].open("w", encoding="utf-8") as src, files[1].open("w", encoding="utf-8") as tgt:
+        desc = "sampling for SentencePiece" if chosen is not None else "reading for SentencePiece"
+        for chunk in corpus.chunks(desc=desc if corpus.raw_pairs > 1_000_000 else None):
+            keep = range(len(chunk)) if chosen is None else np.flatnonzero(chosen[chunk.positions]).tolist()
+            src.writelines(_one_line(chunk.src[i]) for i in keep)
+            tgt.writelines(_one_line(chunk.tgt[i]) for i in keep)
+            pairs += len(keep)
+    return Sample(files, pairs, chosen is not None)
+
+
+def _one_line(sentence: str) -> str:
+    if "\n" in sentence or "\r" in sentence:
+        sentence = " ".join(sentence.splitlines())
+    return sentence + "\n"
+
+
 def cached_tokenizer(source_key: str, cfg: TokenizerConfig) -> Tokenizer | None:
-    """The tokenizer `build_tokenizer(..., source_key=source_key)` trained earlier, without the text; or None."""
-    return _load_cached(_cache_paths(cfg, _cache_key([], [], cfg, source_key)))
+    """The tokenizer `build_tokenizer` trained earlier on a corpus whose key is `source_key`, found without
+    the text; or None."""
+    return _load_cached(_cache_paths(cfg, _cache_key(source_key, cfg)))
 
 
 def _cache_paths(cfg: TokenizerConfig, key: str) -> dict[str, Path]:
@@ -143,16 +274,15 @@ def _load_cached(paths: dict[str, Path]) -> Tokenizer | None:
     return tokenizer
 
 
-def _cache_key(
-    src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: TokenizerConfig, source_key: str | None = None
-) -> str:
+def _cache_key(corpus_key: str, cfg: TokenizerConfig) -> str:
     settings = {
         "type": cfg.type,
         "vocab_size": cfg.vocab_size,
         "joint": cfg.joint,
         "character_coverage": cfg.character_coverage,
+        "sample_sentences": cfg.sample_sentences,
         "spm": spm.__version__,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    update_with_corpus(digest, source_key, (src_lines, tgt_lines))
+    digest.update(b"\x00corpus\x00" + corpus_key.encode())
     return digest.hexdigest()[:20]

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -91,8 +92,8 @@ class Trainer:
             f", rank 0 of {self.dist.world_size} processes" if self.dist.enabled else "",
         )
 
-    def global_batches(self, epoch: int) -> list[list[list[int]]]:
-        """The epoch's training steps; step i holds one batch (a list of pair indices) per rank.
+    def global_batches(self, epoch: int) -> list[list[np.ndarray]]:
+        """The epoch's training steps; step i holds one batch (an array of pair indices) per rank.
 
         The order depends only on the seed and the epoch number, so a resumed run rebuilds it
         and skips the steps it has already taken; `train.batch_tokens` is per process.

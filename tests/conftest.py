@@ -19,6 +19,7 @@ def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[st
     return [
         # the embedded corpus, whatever data an experiment picks (multi30k_gru picks Multi30k)
         f"data.dir={REPO / 'data' / 'synth_de_en'}",
+        "data.source=local",
         "data.train_prefix=train",
         "data.valid_prefix=val",
         "data.test_prefix=test",
@@ -35,6 +36,7 @@ def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[st
         "train.max_valid_sentences=8",
         "train.test_beam_size=2",
         "train.device=cpu",
+        "train.precision=fp32",  # a recipe may ask for bf16: emulated on CPUs without it, and slow
     ]
 
 

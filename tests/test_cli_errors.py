@@ -14,6 +14,7 @@ import torch
 from seq2seq import evaluate, translate
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.config import Config, TokenizerConfig
+from seq2seq.corpus import ParallelCorpus
 from seq2seq.model import build_model
 from seq2seq.tokenizer import build_tokenizer
 
@@ -29,7 +30,7 @@ def run_dir(tmp_path_factory) -> Path:
     src = (corpus / "train.de").read_text(encoding="utf-8").splitlines()[:200]
     tgt = (corpus / "train.en").read_text(encoding="utf-8").splitlines()[:200]
     cache = tmp_path_factory.mktemp("spm")
-    tokenizer = build_tokenizer(src, tgt, TokenizerConfig(vocab_size=120, cache_dir=str(cache)))
+    tokenizer = build_tokenizer(ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=120, cache_dir=str(cache)))
     config = Config.from_dict({"model": {"embedding_size": 8, "hidden_size": 8}, "decode": {"max_len_b": 3}})
     torch.manual_seed(0)
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)

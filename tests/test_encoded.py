@@ -33,9 +33,7 @@ def text() -> ParallelCorpus:
 
 @pytest.fixture(scope="module")
 def tokenizer(text, tmp_path_factory):
-    return build_tokenizer(
-        text.src, text.tgt, TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm")))
-    )
+    return build_tokenizer(text, TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm"))))
 
 
 def data_config(tmp_path, **values) -> DataConfig:
@@ -70,8 +68,12 @@ def test_array_batching_equals_the_list_batching(seed):
     tgt = [rng.randint(1, 12) for _ in range(3000)]
     for budget in (1, 40, 300):
         expected = list_token_batches(src, tgt, budget, random.Random(seed + 10))
-        assert token_batches(np.array(src), np.array(tgt), budget, random.Random(seed + 10)) == expected
-    assert token_batches(src, tgt, 100) == list_token_batches(src, tgt, 100)
+        assert as_lists(token_batches(np.array(src), np.array(tgt), budget, random.Random(seed + 10))) == expected
+    assert as_lists(token_batches(src, tgt, 100)) == list_token_batches(src, tgt, 100)
+
+
+def as_lists(batches):
+    return [b.tolist() for b in batches]
 
 
 def test_batches_from_arrays_equal_batches_from_lists(text, tokenizer, tmp_path):
@@ -91,36 +93,38 @@ def test_the_cache_is_built_once_and_reused(text, tokenizer, tmp_path, monkeypat
     cfg = data_config(tmp_path)
     first = encode_training_set(text, tokenizer, cfg)
     calls = []
-    real = encoded_module._encode
-    monkeypatch.setattr(encoded_module, "_encode", lambda *a: calls.append(1) or real(*a))
+    real = encoded_module._encode_into
+    monkeypatch.setattr(encoded_module, "_encode_into", lambda *a: calls.append(1) or real(*a))
     with caplog.at_level("INFO"):
         second = encode_training_set(text, tokenizer, cfg)
     assert calls == []  # no re-encoding
     assert "encoded pairs from the cache" in caplog.text and "pairs after length filtering" in caplog.text
     for name in ("src", "src_offsets", "tgt", "tgt_offsets"):
         assert np.array_equal(getattr(first, name), getattr(second, name))
-    folder = tmp_path / "cache" / cache_key(text, tokenizer, cfg)
+    folder = tmp_path / "cache" / cache_key(text.key, tokenizer, cfg)
     assert json.loads((folder / "meta.json").read_text())["pairs"] == len(first)
 
 
 def test_a_changed_corpus_tokenizer_or_filter_builds_a_new_cache(text, tokenizer, tmp_path):
     cfg = data_config(tmp_path)
-    keys = {cache_key(text, tokenizer, cfg)}
+    keys = {cache_key(text.key, tokenizer, cfg)}
     changed_text = ParallelCorpus([text.src[0] + " Hund", *text.src[1:]], text.tgt)
-    keys.add(cache_key(changed_text, tokenizer, cfg))
-    other = build_tokenizer(text.src, text.tgt, TokenizerConfig(vocab_size=160, cache_dir=str(tmp_path / "spm")))
-    keys.add(cache_key(text, other, cfg))
-    keys.add(cache_key(text, tokenizer, data_config(tmp_path, max_length=20)))
-    keys.add(cache_key(text, tokenizer, data_config(tmp_path, max_length_ratio=1.5)))
+    keys.add(cache_key(changed_text.key, tokenizer, cfg))
+    other = build_tokenizer(text, TokenizerConfig(vocab_size=160, cache_dir=str(tmp_path / "spm")))
+    keys.add(cache_key(text.key, other, cfg))
+    keys.add(cache_key(text.key, tokenizer, data_config(tmp_path, max_length=20)))
+    keys.add(cache_key(text.key, tokenizer, data_config(tmp_path, max_length_ratio=1.5)))
     assert len(keys) == 5
-    assert cache_key(text, tokenizer, cfg) == cache_key(ParallelCorpus(list(text.src), list(text.tgt)), tokenizer, cfg)
+    assert cache_key(text.key, tokenizer, cfg) == cache_key(
+        ParallelCorpus(list(text.src), list(text.tgt)).key, tokenizer, cfg
+    )
     small = encode_training_set(text, tokenizer, data_config(tmp_path, max_length=12))
     assert len(small) < len(encode_training_set(text, tokenizer, cfg))
 
 
 def test_a_build_that_dies_is_never_used(text, tokenizer, tmp_path, monkeypatch):
     cfg = data_config(tmp_path)
-    folder = tmp_path / "cache" / cache_key(text, tokenizer, cfg)
+    folder = tmp_path / "cache" / cache_key(text.key, tokenizer, cfg)
     # what a process killed mid-build leaves: a temporary folder with some of the arrays
     leftover = tmp_path / "cache" / f".{folder.name}.killed.tmp"
     leftover.mkdir(parents=True)
@@ -129,7 +133,7 @@ def test_a_build_that_dies_is_never_used(text, tokenizer, tmp_path, monkeypatch)
     def dies(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(encoded_module, "_encode", dies)
+    monkeypatch.setattr(encoded_module, "_encode_into", dies)
     with pytest.raises(KeyboardInterrupt):
         encode_training_set(text, tokenizer, cfg)
     assert not folder.exists()  # nothing half-built under the real name
@@ -141,14 +145,14 @@ def test_a_build_that_dies_is_never_used(text, tokenizer, tmp_path, monkeypatch)
 def test_two_builders_of_one_cache_at_once(text, tokenizer, tmp_path, monkeypatch):
     cfg = data_config(tmp_path)
     both_encoded = threading.Barrier(2)
-    real = encoded_module._encode
+    real = encoded_module._encode_into
 
     def encode_then_wait(*args):  # both finish encoding before either renames: a real race for the name
         result = real(*args)
         both_encoded.wait(timeout=60)
         return result
 
-    monkeypatch.setattr(encoded_module, "_encode", encode_then_wait)
+    monkeypatch.setattr(encoded_module, "_encode_into", encode_then_wait)
     results: list[EncodedCorpus] = []
     threads = [threading.Thread(target=lambda: results.append(encode_training_set(text, tokenizer, cfg))) for _ in "ab"]
     for thread in threads:
@@ -156,7 +160,7 @@ def test_two_builders_of_one_cache_at_once(text, tokenizer, tmp_path, monkeypatc
     for thread in threads:
         thread.join(timeout=120)
     assert len(results) == 2 and all(np.array_equal(r.tgt, results[0].tgt) for r in results)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache_key(text, tokenizer, cfg)]  # no leftovers
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache_key(text.key, tokenizer, cfg)]  # no leftovers
 
 
 BUILD = """
@@ -167,7 +171,7 @@ from seq2seq.encoded import encode_training_set
 from seq2seq.tokenizer import build_tokenizer
 src = open(sys.argv[1]).read().splitlines()[:2000]
 tgt = open(sys.argv[2]).read().splitlines()[:2000]
-tok = build_tokenizer(src, tgt, TokenizerConfig(vocab_size=150, cache_dir=sys.argv[3]))
+tok = build_tokenizer(ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=150, cache_dir=sys.argv[3]))
 print(len(encode_training_set(ParallelCorpus(src, tgt), tok, DataConfig(cache_dir=sys.argv[4]))))
 """
 
@@ -219,10 +223,13 @@ def test_with_both_caches_in_place_the_training_text_is_not_read(tmp_path, monke
     )
     first = prepare_data(config)
     reads: list[str] = []
-    real = corpus_module._load_split
-    monkeypatch.setattr(
-        corpus_module, "_load_split", lambda cfg, split, hub: reads.append(split) or real(cfg, split, hub)
-    )
+    real = corpus_module.SplitReader.__init__
+
+    def recording_init(self, cfg, split, *args):
+        reads.append(split)
+        real(self, cfg, split, *args)
+
+    monkeypatch.setattr(corpus_module.SplitReader, "__init__", recording_init)
     second = prepare_data(config)
     assert reads == ["valid", "test"]  # the training split was never read
     assert second.tokenizer.to_dict() == first.tokenizer.to_dict() and len(second.valid) == 20

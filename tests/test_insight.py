@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from seq2seq.cells import cell_equations
 from seq2seq.config import ModelConfig, TokenizerConfig
+from seq2seq.corpus import ParallelCorpus
 from seq2seq.data import make_batch
 from seq2seq.encoder import Encoder
 from seq2seq.insight import (
@@ -164,7 +165,7 @@ def tokenizer(spm_cache):
     corpus = REPO / "data" / "synth_de_en"
     src = (corpus / "train.de").read_text().splitlines()[:300]
     tgt = (corpus / "train.en").read_text().splitlines()[:300]
-    return build_tokenizer(src, tgt, TokenizerConfig(vocab_size=120, cache_dir=str(spm_cache)))
+    return build_tokenizer(ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=120, cache_dir=str(spm_cache)))
 
 
 def probe_and_model(tokenizer, attention: str):

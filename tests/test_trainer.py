@@ -40,7 +40,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
             },
         }
     )
-    tok = build_tokenizer(src, tgt, config.tokenizer)
+    tok = build_tokenizer(ParallelCorpus(src, tgt), config.tokenizer)
     held_out = ParallelCorpus(src[:4], tgt[:4])
     data = PreparedData(tok, EncodedCorpus.from_lists(tok.encode_src(src), tok.encode_tgt(tgt)), held_out, held_out)
     return Trainer(config, tmp_path / "run", data)

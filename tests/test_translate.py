@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.config import DecodeConfig, ModelConfig, TokenizerConfig
+from seq2seq.corpus import ParallelCorpus
 from seq2seq.evaluate import read_lines
 from seq2seq.model import build_model
 from seq2seq.tokenizer import build_tokenizer
@@ -23,7 +24,9 @@ def tiny(tmp_path_factory):
     corpus = REPO / "data" / "synth_de_en"
     src = (corpus / "train.de").read_text().splitlines()[:300]
     tgt = (corpus / "train.en").read_text().splitlines()[:300]
-    tok = build_tokenizer(src, tgt, TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm"))))
+    tok = build_tokenizer(
+        ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm")))
+    )
     torch.manual_seed(0)
     model = build_model(ModelConfig(embedding_size=8, hidden_size=8), tok.src_vocab_size, tok.tgt_vocab_size).eval()
     return model, tok
