@@ -1,8 +1,9 @@
 """Score a checkpoint on a source/reference file pair with sacrebleu BLEU and chrF.
 
-python -m seq2seq.evaluate CHECKPOINT --src FILE --ref FILE [--beam-size N] [--json] [--output FILE]
+python -m seq2seq.evaluate CHECKPOINT [CHECKPOINT ...] --src FILE --ref FILE [--beam-size N] [--json] [--output FILE]
 
-CHECKPOINT is a best.pt / last.pt file, or a run folder (its checkpoints/best.pt), as for seq2seq.translate.
+CHECKPOINT is a best.pt / last.pt file, or a run folder (its checkpoints/best.pt), as for seq2seq.translate;
+several checkpoints decode as an ensemble.
 Every problem with an argument (a missing file, a folder, bytes that are not UTF-8, no CUDA for --device cuda)
 is one line on standard error naming it, before any decoding.
 """

@@ -1,28 +1,34 @@
 """Translate lists of sentences: tokenize, batch by length, search, restore the order, detokenize.
 
-Shared by validation, test scoring, `seq2seq.evaluate` and `seq2seq.translate`.
+Shared by validation, test scoring, `seq2seq.evaluate` and `seq2seq.translate`. Scoring given
+translations (forced decoding) and their attention weights live here too (`seq2seq.score`,
+`translate --alignment`). `model` is a `Seq2Seq` or an `Ensemble` of them throughout.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data import make_batch, sentence_batches
-from seq2seq.model import Seq2Seq
-from seq2seq.search import Hypothesis, translate_batch
+from seq2seq.ensemble import Translator
+from seq2seq.search import ForcedScore, Hypothesis, score_batch, translate_batch
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
+EOS_PIECE = "</s>"
+
 
 @torch.no_grad()
 def translate_sentences(
-    model: Seq2Seq,
+    model: Translator,
     tokenizer: Tokenizer,
     sentences: Sequence[str],
     cfg: DecodeConfig,
@@ -41,14 +47,7 @@ def translate_sentences(
     model.eval()
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
     todo = [i for i, s in enumerate(sentences) if s.strip()]
-    ids = tokenizer.encode_src([sentences[i].strip() for i in todo])
-    if max_src_tokens is not None:
-        for position, seq in zip(todo, ids):
-            if len(seq) > max_src_tokens:
-                log.warning(
-                    "input line %d: %d subword tokens, truncated to %d", first_line + position, len(seq), max_src_tokens
-                )
-        ids = [seq[:max_src_tokens] for seq in ids]
+    ids = encode_sources(tokenizer, [sentences[i] for i in todo], max_src_tokens, first_line, todo)
     batches = sentence_batches([len(seq) for seq in ids], cfg.batch_size)
     for positions in tqdm(batches, desc="decoding", unit="batch", disable=not progress, leave=False):
         batch = make_batch([ids[p] for p in positions], indices=[todo[p] for p in positions]).to(device)
@@ -58,6 +57,129 @@ def translate_sentences(
     return results
 
 
+def encode_sources(
+    tokenizer: Tokenizer,
+    sentences: Sequence[str],
+    max_src_tokens: int | None = None,
+    first_line: int | None = 1,
+    positions: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Source ids of the stripped sentences, cut to `max_src_tokens` with a warning naming the line.
+
+    The line of `sentences[k]` is `first_line + positions[k]` (`positions` defaults to 0, 1, ...);
+    `first_line=None` truncates without a warning (a caller that has warned already).
+    """
+    ids = tokenizer.encode_src([s.strip() for s in sentences])
+    if max_src_tokens is None:
+        return ids
+    for k, seq in enumerate(ids):
+        if len(seq) > max_src_tokens and first_line is not None:
+            line = first_line + (positions[k] if positions is not None else k)
+            log.warning("input line %d: %d subword tokens, truncated to %d", line, len(seq), max_src_tokens)
+    return [seq[:max_src_tokens] for seq in ids]
+
+
+def source_pieces(tokenizer: Tokenizer, sentence: str, max_src_tokens: int | None = None) -> list[str]:
+    """The pieces of the source ids `encode_sources` gives, as text (an unknown character as itself, not
+    `<unk>`), then "</s>": the columns of the attention weights."""
+    return tokenizer.src_pieces(sentence.strip())[:max_src_tokens] + [EOS_PIECE]
+
+
 def best_strings(tokenizer: Tokenizer, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[str]:
     """The detokenized top hypothesis of every sentence."""
     return tokenizer.decode_tgt([hyps[0].tokens for hyps in hypotheses])
+
+
+Outputs = Sequence[str] | Sequence[Sequence[int]]  # translations as text, or as target ids (without BOS/EOS)
+
+
+@torch.no_grad()
+def score_sentences(
+    model: Translator,
+    tokenizer: Tokenizer,
+    sources: Sequence[str],
+    outputs: Outputs,
+    device: torch.device,
+    batch_size: int = 64,
+    keep_attention: bool = False,
+    max_src_tokens: int | None = None,
+    first_line: int | None = 1,
+) -> list[ForcedScore]:
+    """How probable `model` finds each output given its source (forced decoding), in input order.
+
+    An output given as text is tokenized with the target SentencePiece model (so its score is that of
+    the canonical segmentation); given as ids, it is scored as is. An empty output scores EOS alone,
+    and an empty source is scored as the model sees it (EOS alone). Sources are cut as in
+    `translate_sentences`.
+    """
+    if len(sources) != len(outputs):
+        raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
+    was_training = model.training
+    model.eval()
+    src_ids = encode_sources(tokenizer, sources, max_src_tokens, first_line)
+    tgt_ids = _target_ids(tokenizer, outputs)
+    results: list[ForcedScore] = [ForcedScore([]) for _ in sources]
+    for positions in sentence_batches([len(seq) for seq in src_ids], batch_size):
+        batch = make_batch([src_ids[p] for p in positions], [tgt_ids[p] for p in positions], positions).to(device)
+        for index, scored in zip(batch.indices, score_batch(model, batch, keep_attention)):
+            results[index] = scored
+    model.train(was_training)
+    return results
+
+
+def _target_ids(tokenizer: Tokenizer, outputs: Outputs) -> list[list[int]]:
+    texts = [k for k, output in enumerate(outputs) if isinstance(output, str)]
+    ids = [[] if isinstance(output, str) else [int(i) for i in output] for output in outputs]
+    for k, encoded in zip(texts, tokenizer.encode_tgt([outputs[k] for k in texts])):  # type: ignore[misc]
+        ids[k] = encoded
+    return ids
+
+
+@dataclass
+class AttentionMap:
+    """One sentence's attention: row j holds output piece j's weights over the source pieces."""
+
+    src_pieces: list[str]  # the source pieces, then "</s>"
+    out_pieces: list[str]  # the output pieces, then "</s>"
+    weights: Tensor  # (len(out_pieces), len(src_pieces)) on the CPU; each row sums to 1
+
+
+def attention_for(
+    model: Translator,
+    tokenizer: Tokenizer,
+    sources: Sequence[str],
+    outputs: Outputs,
+    device: torch.device,
+    batch_size: int = 64,
+    max_src_tokens: int | None = None,
+    first_line: int | None = 1,
+) -> list[AttentionMap]:
+    """The attention of `model` over each source while it produces the given output (forced decoding).
+
+    For the output of greedy search these are the weights the search saw; for beam search, those of the
+    chosen hypothesis. An ensemble's weights are the mean of its members'. Raises ValueError for a
+    model without attention (`model.attention=none`). Outputs are text or ids, as in `score_sentences`.
+    """
+    if not model.has_attention:
+        raise ValueError("the model has no attention weights (model.attention=none)")
+    scores = score_sentences(
+        model,
+        tokenizer,
+        sources,
+        outputs,
+        device,
+        batch_size,
+        keep_attention=True,
+        max_src_tokens=max_src_tokens,
+        first_line=first_line,
+    )
+    maps = []
+    for source, output, scored in zip(sources, outputs, scores):
+        src_pieces = source_pieces(tokenizer, source, max_src_tokens)
+        if isinstance(output, str):
+            out_pieces = tokenizer.tgt.encode(output, out_type=str)
+        else:
+            out_pieces = tokenizer.tgt_pieces(output)
+        assert scored.attention is not None and scored.attention.shape == (len(out_pieces) + 1, len(src_pieces))
+        maps.append(AttentionMap(src_pieces, [*out_pieces, EOS_PIECE], scored.attention))
+    return maps

@@ -18,6 +18,11 @@ class Seq2Seq(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether the decoder attends over the source (False for `model.attention=none`)."""
+        return self.decoder.attention is not None
+
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """src: (batch, src_len) -> the decoder's memory and initial state."""
         outputs, summary = self.encoder(src, src_lengths)  # (batch, src_len, enc), (batch, enc)

@@ -6,6 +6,8 @@ answers two calls: `index_select(rows)` keeps only some rows (a sentence that is
 batch, so no time is spent on it), and `reorder(rows)` moves rows within each sentence's beam
 (beam search only; whatever a sentence's beams share, like the encoder memory, can stay put).
 Greedy is the beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
+Forced decoding (`forced_decode`, for scoring and attention) runs the same step on given outputs.
+The model may be one `Seq2Seq` or an `Ensemble` (`seq2seq.ensemble`): both offer `encode` and `decode_step`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig
 from seq2seq.data import Batch
 from seq2seq.decoder import DecoderState, Memory
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 S = TypeVar("S")
 StepFn = Callable[[Tensor, S], tuple[Tensor, S]]
@@ -32,6 +34,29 @@ class Hypothesis:
     log_prob: float  # sum of the token log-probabilities (EOS included when it was produced)
     score: float  # log_prob / length penalty: what beam search ranks by
     attention: Tensor | None = None  # greedy with keep_attention: (output steps, EOS included, src_len) on the CPU
+
+
+@dataclass
+class ForcedScore:
+    """How probable the model finds a given output (forced decoding): `forced_decode`, `score_batch`."""
+
+    token_log_probs: list[float]  # one per output token, the final EOS last
+    attention: Tensor | None = None  # with keep_attention: (output tokens + EOS, src_len) on the CPU
+
+    @property
+    def log_prob(self) -> float:
+        """The total log-probability of the output, EOS included."""
+        return sum(self.token_log_probs)
+
+    @property
+    def length(self) -> int:
+        """Output tokens, EOS included."""
+        return len(self.token_log_probs)
+
+    @property
+    def average(self) -> float:
+        """The log-probability per token (EOS counted)."""
+        return self.log_prob / self.length
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -65,11 +90,7 @@ def greedy_search(
         best, prev = step_log_probs.max(dim=1)
         tokens[live, t], log_probs[live, t] = prev, best
         if keep_attention:
-            if state.attention is None:
-                raise ValueError("no attention weights to keep: the model has none (model.attention=none)")
-            if attention is None:
-                attention = state.attention.new_zeros(batch, steps, state.attention.size(1)).float()
-            attention[live, t] = state.attention.float()
+            attention = _keep_step_attention(attention, state, live, t, batch, steps)
         finished = (prev == eos) | (t + 1 >= limits)
         if bool(finished.any()):
             if bool(finished.all()):
@@ -82,6 +103,16 @@ def greedy_search(
     return [
         _cut(row, lp, limit, eos, w) for row, lp, limit, w in zip(rows, row_log_probs, max_lengths.tolist(), weights)
     ]
+
+
+def _keep_step_attention(kept: Tensor | None, state: Any, live: Tensor, t: int, batch: int, steps: int) -> Tensor:
+    """Store step t's attention weights (`state.attention`, (live, src_len)) in `kept` (batch, steps, src_len)."""
+    if state.attention is None:
+        raise ValueError("no attention weights to keep: the model has none (model.attention=none)")
+    if kept is None:
+        kept = state.attention.new_zeros(batch, steps, state.attention.size(1)).float()
+    kept[live, t] = state.attention.float()
+    return kept
 
 
 def _cut(row: list[int], log_probs: list[float], limit: int, eos: int, attention: Tensor | None) -> Hypothesis:
@@ -163,6 +194,46 @@ def _finish(ended: list[Hypothesis], tokens: list[int], log_prob: float, alpha: 
     ended.append(Hypothesis(tokens, log_prob, log_prob / length_penalty(length, alpha)))
 
 
+@torch.no_grad()
+def forced_decode(
+    step: StepFn,
+    state: Any,
+    targets: Tensor,
+    lengths: Tensor,
+    bos: int = BOS_ID,
+    keep_attention: bool = False,
+) -> list[ForcedScore]:
+    """Score given outputs: the search's step, fed the target tokens instead of its own choices.
+
+    targets: (batch, steps) each row y1 .. yn EOS, anything after it; lengths: (batch,) n + 1.
+    Returns per row the log-probability of each target token (EOS included), summed in the same order
+    as `greedy_search`, so scoring a search's own output gives back its `log_prob`. A row that is done
+    leaves the batch, as in the searches. `keep_attention` as in `greedy_search`.
+    """
+    batch, steps = targets.shape
+    token_log_probs = torch.zeros(batch, steps, device=targets.device)  # (batch, steps)
+    attention: Tensor | None = None  # (batch, steps, src_len) when kept
+    live = torch.arange(batch, device=targets.device)  # the rows still being scored
+    limits = lengths.to(targets.device)
+    prev = torch.full((batch,), bos, dtype=torch.long, device=targets.device)
+    for t in range(int(lengths.max())):
+        step_log_probs, state = step(prev, state)  # (live, vocab)
+        prev = targets[live, t]  # (live,) the given token, not the argmax
+        token_log_probs[live, t] = step_log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
+        if keep_attention:
+            attention = _keep_step_attention(attention, state, live, t, batch, steps)
+        finished = limits <= t + 1
+        if bool(finished.any()):
+            if bool(finished.all()):
+                break
+            keep = (~finished).nonzero().squeeze(1)
+            live, limits, prev = live[keep], limits[keep], prev[keep]
+            state = state.index_select(keep)
+    rows = token_log_probs.tolist()
+    weights = attention.cpu() if attention is not None else [None] * batch
+    return [ForcedScore(row[:n], None if w is None else w[:n]) for row, n, w in zip(rows, lengths.tolist(), weights)]
+
+
 @dataclass
 class ModelState:
     """A search row of the model: its decoder state and the encoder memory it attends to."""
@@ -198,7 +269,7 @@ def max_output_lengths(src_lengths: Tensor, cfg: DecodeConfig) -> Tensor:
 def translate_batch(
     model: Any, batch: Batch, cfg: DecodeConfig, keep_attention: bool = False
 ) -> list[list[Hypothesis]]:
-    """Decode one batch with `model` (a `Seq2Seq`); greedy when `cfg.beam_size == 1`.
+    """Decode one batch with `model` (a `Seq2Seq` or an `Ensemble`); greedy when `cfg.beam_size == 1`.
 
     `keep_attention` (greedy only, a model with attention): each hypothesis keeps its attention weights,
     (output steps with EOS, source length with EOS).
@@ -217,3 +288,23 @@ def translate_batch(
     # every sentence's memory and state, once per beam (sentence-major rows)
     state = state.index_select(torch.arange(batch.size, device=batch.src.device).repeat_interleave(cfg.beam_size))
     return beam_search(model_step(model), state, max_lengths, cfg.beam_size, cfg.alpha, cfg.nbest)
+
+
+@torch.no_grad()
+def score_batch(model: Any, batch: Batch, keep_attention: bool = False) -> list[ForcedScore]:
+    """Forced decoding of `batch.tgt_out` (y1 .. yn EOS, PAD after) with `model` (a `Seq2Seq` or an `Ensemble`).
+
+    `keep_attention` (a model with attention): each score keeps its attention weights,
+    (output tokens with EOS, source length with EOS).
+    """
+    if batch.tgt_out is None:
+        raise ValueError("score_batch needs a batch with targets (make_batch(src, tgt))")
+    memory, decoder_state = model.encode(batch.src, batch.src_lengths)
+    lengths = (batch.tgt_out != PAD_ID).sum(dim=1)  # (batch,) tokens with EOS: ids never include PAD
+    scores = forced_decode(
+        model_step(model), ModelState(decoder_state, memory), batch.tgt_out, lengths, keep_attention=keep_attention
+    )
+    if keep_attention:
+        for scored, length in zip(scores, batch.src_lengths.tolist()):
+            scored.attention = scored.attention[:, :length]  # type: ignore[index]
+    return scores

@@ -1,0 +1,129 @@
+"""Ensembles: several models decode as one, averaging their log-probabilities at every step.
+
+An `Ensemble` offers the two calls search needs from a `Seq2Seq`, `encode` and `decode_step`, so greedy
+search, beam search, n-best lists and forced decoding (`seq2seq.search`) run it unchanged. Each step
+feeds every member the same previous token and returns the mean of the members' log-probabilities,
+
+    log p_ens(y | ...) = 1/M * sum_m log p_m(y | ...)
+
+(the log of their geometric mean, not renormalized; the members' own distributions are). Its attention
+weights are the mean of the members' weights, when every member has attention.
+
+`load_models` reads one or more checkpoints: one gives the plain `Seq2Seq` (single-model decoding is
+unchanged), several an `Ensemble`, after checking that they share both SentencePiece models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.checkpoint import CheckpointError, model_from_checkpoint
+from seq2seq.config import Config
+from seq2seq.decoder import DecoderState, Memory
+from seq2seq.model import Seq2Seq
+from seq2seq.tokenizer import Tokenizer
+
+T = TypeVar("T", Memory, DecoderState)
+
+
+@dataclass
+class PerMember(Generic[T]):
+    """One value per ensemble member (its encoder memory or its decoder state), selected row-wise together."""
+
+    values: list[T]
+
+    def index_select(self, rows: Tensor) -> PerMember[T]:
+        return PerMember([value.index_select(rows) for value in self.values])
+
+
+class Ensemble(nn.Module):
+    """Models that share the source and target vocabularies, decoding as one."""
+
+    def __init__(self, members: Sequence[Seq2Seq]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two models, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether every member attends (then the ensemble's attention is their mean)."""
+        return all(member.has_attention for member in self.members)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[PerMember[Memory], PerMember[DecoderState]]:
+        """src: (batch, src_len) -> every member's memory and initial decoder state."""
+        encoded = [member.encode(src, src_lengths) for member in self.members]
+        return PerMember([memory for memory, _ in encoded]), PerMember([state for _, state in encoded])
+
+    def decode_step(
+        self, prev: Tensor, state: PerMember[DecoderState], memory: PerMember[Memory]
+    ) -> tuple[Tensor, PerMember[DecoderState], Tensor | None]:
+        """prev (batch,) -> mean log-probabilities (batch, vocab), new states, mean attention (batch, src_len)."""
+        steps = [
+            member.decode_step(prev, member_state, member_memory)
+            for member, member_state, member_memory in zip(self.members, state.values, memory.values)
+        ]
+        log_probs = torch.stack([log_p for log_p, _, _ in steps]).mean(dim=0)  # (members, batch, vocab) -> mean
+        weights = [w for _, _, w in steps]
+        attention = None
+        if all(w is not None for w in weights):
+            attention = torch.stack([w.float() for w in weights]).mean(dim=0)  # type: ignore[union-attr]
+        return log_probs, PerMember([new_state for _, new_state, _ in steps]), attention
+
+
+Translator = Seq2Seq | Ensemble  # what search, inference, translate and score decode with
+
+
+class LoadedModels(NamedTuple):
+    """What `load_models` returns; unpacks as `model, tokenizer, config = load_models(...)`."""
+
+    model: Translator  # a Seq2Seq for one checkpoint, an Ensemble for several (eval mode, on the device)
+    tokenizer: Tokenizer  # the first checkpoint's (all are the same)
+    config: Config  # the first checkpoint's: its decode settings are the defaults
+
+
+def load_models(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu") -> LoadedModels:
+    """The model(s) of one or more checkpoint files: one gives its `Seq2Seq`, several an `Ensemble`.
+
+    All must hold the same source and target SentencePiece models (the members read the same source ids
+    and their log-probabilities are averaged id by id); otherwise `CheckpointError` names the first
+    checkpoint and the one that differs.
+    """
+    if not checkpoints:
+        raise ValueError("load_models needs at least one checkpoint")
+    first = checkpoints[0]
+    model, tokenizer, config, _ = model_from_checkpoint(first, device)
+    if len(checkpoints) == 1:
+        return LoadedModels(model, tokenizer, config)
+    members = [model]
+    for path in checkpoints[1:]:
+        member, member_tokenizer, _, _ = model_from_checkpoint(path, device)
+        check_same_vocabularies(first, tokenizer, path, member_tokenizer)
+        members.append(member)
+    return LoadedModels(Ensemble(members).eval(), tokenizer, config)
+
+
+def check_same_vocabularies(first: Any, tokenizer: Tokenizer, other: Any, other_tokenizer: Tokenizer) -> None:
+    """Raise `CheckpointError` naming both checkpoints unless their SentencePiece models are byte-identical."""
+    differ = [
+        side
+        for side, mine, theirs in zip(("source", "target"), _model_bytes(tokenizer), _model_bytes(other_tokenizer))
+        if mine != theirs
+    ]
+    if differ:
+        raise CheckpointError(
+            f"cannot ensemble {first} and {other}: their {' and '.join(differ)} SentencePiece models differ "
+            "(an ensemble needs the same source and target vocabularies)"
+        )
+
+
+def _model_bytes(tokenizer: Tokenizer) -> tuple[bytes | None, bytes | None]:
+    """The serialized (source, target) SentencePiece models; a joint tokenizer's one model is both."""
+    state = tokenizer.to_dict()
+    return state["src"], state["tgt"] if state["tgt"] is not None else state["src"]
