@@ -1,0 +1,415 @@
+"""The web service behind `python -m seq2seq.serve`: the JSON API, its limits, and the page at `/`.
+
+`create_app(translator, info, limits, ...)` returns a FastAPI app:
+
+- `POST /translate` {"text": [lines], "beam_size"?, "nbest"?, "alpha"?, "attention"?} -> exactly one entry
+  per line, in order, each holding the `nbest` hypotheses (text, score, log-probability and, when asked
+  for, the attention matrix over source and output pieces);
+- `GET /health` (status and the batching counters), `GET /info` (the model), `GET /` (the page),
+  `GET /docs` (OpenAPI, from FastAPI).
+
+Requests are read and checked here, on the event loop; decoding happens in `batching.DynamicBatcher`'s one
+worker thread, where requests with the same settings share a batch. Every refusal is a 4xx JSON body
+{"error": message, "field": name} whose message names the field and the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+
+from seq2seq.batching import DynamicBatcher, QueueFull
+from seq2seq.config import DecodeConfig
+from seq2seq.inference import AttentionMap, attention_for, translate_sentences
+from seq2seq.search import Hypothesis
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.translate import MAX_SOURCE_TOKENS
+
+log = logging.getLogger("seq2seq.serve")
+
+STATIC = Path(__file__).parent / "static"
+
+
+# ----------------------------------------------------------------------------- limits and settings
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; each is a command-line flag of `seq2seq.serve` (the flag is in the messages)."""
+
+    max_body_bytes: int = 1_000_000  # --max-body-bytes
+    max_lines: int = 100  # --max-lines: lines (sentences) per request
+    max_line_chars: int = 2000  # --max-line-chars: characters per line
+    max_beam_size: int = 16  # --max-beam-size: also bounds nbest
+    max_alpha: float = 2.0  # --max-alpha: the length penalty's alpha is in [0, max_alpha]
+    max_queued_sentences: int = 2000  # --max-queued-sentences: beyond it a request gets 503 (busy)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """A request's decode settings; requests share a decoding batch only when theirs are equal."""
+
+    beam_size: int
+    nbest: int
+    alpha: float
+    attention: bool
+
+
+class RequestError(Exception):
+    """A refused request: HTTP status, the field at fault ("body" for the whole body) and a message for people."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+
+class TranslateRequest(BaseModel):
+    """The body of POST /translate (types only; `check_request` applies the limits)."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": ["Ein Mann fährt Fahrrad.", ""], "beam_size": 1, "attention": True}]},
+    )
+    text: list[str] = Field(description="the sentences to translate, one per entry; an empty one gets an empty entry")
+    beam_size: int | None = Field(None, description="1 = greedy; default: the checkpoint's decode.beam_size")
+    nbest: int | None = Field(None, description="hypotheses per line (1..beam_size); default 1")
+    alpha: float | None = Field(None, description="length penalty ((5+len)/6)^alpha; default: the checkpoint's")
+    attention: bool = Field(False, description="also return each hypothesis' attention over the source pieces")
+
+
+class Attention(BaseModel):
+    source_pieces: list[str] = Field(description="the source's subword pieces and a final '</s>': the columns")
+    output_pieces: list[str] = Field(description="the output pieces and a final '</s>': the rows")
+    weights: list[list[float]] = Field(description="(output pieces, source pieces); each row sums to 1")
+
+
+class HypothesisOut(BaseModel):
+    text: str
+    score: float = Field(description="log-probability / length penalty: what beam search ranks by")
+    log_prob: float = Field(description="the summed token log-probabilities (EOS included when produced)")
+    attention: Attention | None = Field(None, description="only when the request asked for attention")
+
+
+class LineOut(BaseModel):
+    hypotheses: list[HypothesisOut] = Field(description="nbest hypotheses, best first")
+
+
+class TranslateResponse(BaseModel):
+    translations: list[LineOut] = Field(description="exactly one entry per input line, in order")
+    beam_size: int
+    nbest: int
+    alpha: float
+    attention: bool
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="what is wrong, naming the field and the limit")
+    field: str | None = Field(description="the field at fault, e.g. 'beam_size' or 'text[3]'; 'body' for the body")
+
+
+# ---------------------------------------------------------------------------------- reading requests
+def decode_json(body: bytes) -> Any:
+    """The JSON value of a request body: 400 for invalid UTF-8 or malformed JSON (NaN and Infinity included)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, "body", f"the request body is not valid UTF-8 (byte {exc.start})") from None
+
+    def refuse(name: str) -> Any:
+        raise RequestError(400, "body", f"malformed JSON: {name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, "body", f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise RequestError(400, "body", "malformed JSON: nested too deeply") from None
+
+
+def parse_request(
+    body: bytes, limits: Limits, defaults: DecodeSettings, attention_problem: Callable[[int], str | None]
+) -> tuple[list[str], DecodeSettings]:
+    """The lines and settings of a POST /translate body, or a `RequestError` naming the field and the limit.
+
+    `attention_problem(beam_size)` says why attention cannot be given at that beam size (None: it can).
+    """
+    value = decode_json(body)
+    try:
+        request = TranslateRequest.model_validate(value, strict=True)
+    except ValidationError as exc:
+        raise _type_error(exc) from None
+    return check_lines(request.text, limits), check_settings(request, limits, defaults, attention_problem)
+
+
+def _type_error(exc: ValidationError) -> RequestError:
+    error = exc.errors()[0]
+    loc = error["loc"]
+    if not loc:
+        return RequestError(422, "body", 'the request body must be a JSON object such as {"text": ["..."]}')
+    field = str(loc[0]) + "".join(f"[{part}]" for part in loc[1:])
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(TranslateRequest.model_fields)
+        return RequestError(422, field, f"unknown field {field!r}; the fields are {allowed}")
+    if error["type"] == "missing":
+        return RequestError(422, field, f"{field} is required: a list of sentences (strings)")
+    expected = {"text": "a list of strings", "beam_size": "an integer", "nbest": "an integer", "alpha": "a number"}
+    wanted = expected.get(field, "a string" if field.startswith("text[") else "true or false")
+    return RequestError(422, field, f"{field} must be {wanted}, not {json.dumps(error['input'])[:40]}")
+
+
+def check_lines(lines: list[str], limits: Limits) -> list[str]:
+    """The text field within its limits: at least one line, at most `max_lines`, each valid Unicode and short enough."""
+    if not lines:
+        raise RequestError(422, "text", "text is an empty list; send at least one line")
+    if len(lines) > limits.max_lines:
+        raise RequestError(
+            422, "text", f"text holds {len(lines)} lines; at most {limits.max_lines} per request (--max-lines)"
+        )
+    for i, line in enumerate(lines):
+        if len(line) > limits.max_line_chars:
+            raise RequestError(
+                422,
+                f"text[{i}]",
+                f"text[{i}] has {len(line)} characters; at most {limits.max_line_chars} per line (--max-line-chars)",
+            )
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+            raise RequestError(422, f"text[{i}]", f"text[{i}] is not valid Unicode (a lone surrogate)") from None
+    return lines
+
+
+def check_settings(
+    request: TranslateRequest,
+    limits: Limits,
+    defaults: DecodeSettings,
+    attention_problem: Callable[[int], str | None],
+) -> DecodeSettings:
+    """beam_size in [1, max_beam_size] (when omitted: the default, raised to nbest), nbest in [1, beam_size],
+    alpha in [0, max_alpha], and attention only where the model can give it."""
+    nbest = 1 if request.nbest is None else request.nbest
+    if not 1 <= nbest <= limits.max_beam_size:
+        raise RequestError(
+            422, "nbest", f"nbest must be between 1 and {limits.max_beam_size} (--max-beam-size), not {nbest}"
+        )
+    beam_size = max(defaults.beam_size, nbest) if request.beam_size is None else request.beam_size
+    if not 1 <= beam_size <= limits.max_beam_size:
+        raise RequestError(
+            422,
+            "beam_size",
+            f"beam_size must be between 1 and {limits.max_beam_size} (--max-beam-size), not {beam_size}",
+        )
+    if nbest > beam_size:
+        raise RequestError(422, "nbest", f"nbest must be at most beam_size ({beam_size}), not {nbest}")
+    alpha = defaults.alpha if request.alpha is None else request.alpha
+    if not 0.0 <= alpha <= limits.max_alpha:  # also false for NaN
+        raise RequestError(422, "alpha", f"alpha must be between 0 and {limits.max_alpha} (--max-alpha), not {alpha}")
+    if request.attention and (problem := attention_problem(beam_size)):
+        raise RequestError(422, "attention", problem)
+    return DecodeSettings(beam_size, nbest, float(alpha), request.attention)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (declared or streamed)."""
+    too_large = RequestError(413, "body", f"the request body exceeds {limit} bytes (--max-body-bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ------------------------------------------------------------------------------------- decoding
+class Translator:
+    """Decodes lists of sentences into the API's per-line entries; the batcher's `decode` function.
+
+    `model` is a `Seq2Seq` or an `Ensemble` (`seq2seq.ensemble`). Attention weights come from forced decoding
+    along each hypothesis (`inference.attention_for`), greedy or beam: one code path, the same weights greedy
+    search saw (tests/test_alignment.py), at the cost of one more decoder pass when they are asked for.
+    """
+
+    def __init__(self, model: Any, tokenizer: Tokenizer, decode: DecodeConfig) -> None:
+        self.model, self.tokenizer, self.decode = model, tokenizer, decode
+        self.device = next(model.parameters()).device
+        self.has_attention = bool(model.has_attention)
+
+    def attention_problem(self, beam_size: int) -> str | None:
+        """Why attention weights cannot be returned at `beam_size` (None: they can)."""
+        if not self.has_attention:
+            return "this model has no attention (model.attention=none), so there are no weights to return"
+        return None
+
+    def __call__(self, settings: DecodeSettings, sentences: list[str]) -> list[dict[str, Any]]:
+        cfg = replace(self.decode, beam_size=settings.beam_size, nbest=settings.nbest, alpha=settings.alpha)
+        hypotheses = translate_sentences(
+            self.model, self.tokenizer, sentences, cfg, self.device, max_src_tokens=MAX_SOURCE_TOKENS
+        )
+        if settings.attention:
+            return self.with_forced_attention(sentences, hypotheses, cfg)
+        return [{"hypotheses": [self.hypothesis(h) for h in hyps]} for hyps in hypotheses]
+
+    def with_forced_attention(
+        self, sentences: list[str], hypotheses: list[list[Hypothesis]], cfg: DecodeConfig
+    ) -> list[dict[str, Any]]:
+        """Every hypothesis with the weights of forced decoding along it (`inference.attention_for`)."""
+        pairs = [(i, hyp) for i, hyps in enumerate(hypotheses) if sentences[i].strip() for hyp in hyps]
+        maps = attention_for(
+            self.model,
+            self.tokenizer,
+            [sentences[i] for i, _ in pairs],
+            [hyp.tokens for _, hyp in pairs],
+            self.device,
+            cfg.batch_size,
+            max_src_tokens=MAX_SOURCE_TOKENS,
+            first_line=None,
+        )
+        found = iter(maps)
+        return [
+            {"hypotheses": [self.hypothesis(hyp, next(found)) for hyp in hyps]}
+            if sentences[i].strip()
+            else self.empty_entry()
+            for i, hyps in enumerate(hypotheses)
+        ]
+
+    def empty_entry(self) -> dict[str, Any]:
+        """The entry of an empty line: one empty hypothesis, with an empty attention matrix."""
+        return {"hypotheses": [self.hypothesis(Hypothesis([], 0.0, 0.0), AttentionMap([], [], torch.zeros(0, 0)))]}
+
+    def hypothesis(self, hyp: Hypothesis, attention: AttentionMap | None = None) -> dict[str, Any]:
+        """A hypothesis as JSON; with `attention`, its weights (rows: output pieces, columns: source pieces)."""
+        out: dict[str, Any] = {
+            "text": self.tokenizer.decode_tgt([hyp.tokens])[0],
+            "score": round(hyp.score, 4),
+            "log_prob": round(hyp.log_prob, 4),
+        }
+        if attention is not None:
+            out["attention"] = {
+                "source_pieces": attention.src_pieces,
+                "output_pieces": attention.out_pieces,
+                "weights": [[round(w, 4) for w in row] for row in attention.weights.tolist()],
+            }
+        return out
+
+
+# ------------------------------------------------------------------------------------------ the app
+def create_app(
+    translator: Translator,
+    info: dict[str, Any],
+    limits: Limits = Limits(),
+    defaults: DecodeSettings | None = None,
+    max_batch_sentences: int = 32,
+    max_wait_ms: float = 5.0,
+) -> FastAPI:
+    """The FastAPI app; its batcher starts and stops with the app's lifespan (uvicorn, or `with TestClient(app)`)."""
+    defaults = defaults or DecodeSettings(1, 1, translator.decode.alpha, False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher = DynamicBatcher(translator, max_batch_sentences, max_wait_ms, limits.max_queued_sentences)
+        batcher.start()
+        app.state.batcher = batcher
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(
+        title="seq2seq",
+        summary="Recurrent encoder-decoder translation: one entry per input line, n-best, attention.",
+        lifespan=lifespan,
+    )
+    info = {**info, "limits": asdict(limits), "defaults": asdict(defaults)}
+    info["batching"] = {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms}
+    info["features"] = {  # what the page offers
+        "attention": translator.attention_problem(1) is None,
+        "attention_with_beam": translator.attention_problem(2) is None,
+    }
+    _add_error_handlers(app)
+    _add_translate_route(app, translator, limits, defaults)
+    _add_other_routes(app, info)
+    return app
+
+
+def _error(status: int, message: str, field: str | None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:  # 404, 405, ...
+        return _error(exc.status_code, str(exc.detail), None)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in [
+        (400, "invalid UTF-8 or malformed JSON"),
+        (413, "the body is larger than --max-body-bytes"),
+        (422, "a field has the wrong type or is beyond its limit"),
+        (503, "too many sentences are waiting (--max-queued-sentences)"),
+    ]
+}
+
+
+def _add_translate_route(app: FastAPI, translator: Translator, limits: Limits, defaults: DecodeSettings) -> None:
+    schema = TranslateRequest.model_json_schema()
+    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+    @app.post("/translate", response_model=TranslateResponse, responses=ERRORS, openapi_extra=body_doc)
+    async def translate(request: Request) -> JSONResponse:
+        """Translate a list of lines: exactly one entry per line, in order (an empty line gets an empty entry)."""
+        body = await read_body(request, limits.max_body_bytes)
+        lines, settings = parse_request(body, limits, defaults, translator.attention_problem)
+        try:
+            future = request.app.state.batcher.submit(settings, lines)
+        except QueueFull as exc:
+            raise RequestError(
+                503, "text", f"the server is busy: {exc} (--max-queued-sentences); retry later"
+            ) from None
+        try:
+            entries = await asyncio.wrap_future(future)
+        except Exception as exc:  # logged by the batcher with its traceback
+            return _error(500, f"decoding failed: {type(exc).__name__}: {exc}", None)
+        return JSONResponse({"translations": entries, **asdict(settings)})
+
+
+def _add_other_routes(app: FastAPI, info: dict[str, Any]) -> None:
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness, and the batching counters: `batches` < `requests` when requests shared decodes."""
+        batcher = getattr(request.app.state, "batcher", None)
+        stats = batcher.stats().to_dict() if batcher is not None else {}
+        return {"status": "ok", **stats}
+
+    @app.get("/info")
+    async def model_info() -> dict[str, Any]:
+        """The model (cell, layers, sizes, attention), languages, vocabularies, parameters, recorded test BLEU,
+        the request limits and the decode defaults."""
+        return info
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

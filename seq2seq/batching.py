@@ -1,0 +1,168 @@
+"""Dynamic batching: requests that arrive within a few milliseconds of each other share one decode.
+
+`DynamicBatcher.submit(key, sentences)` queues a job and returns a `concurrent.futures.Future` at once;
+one worker thread does all the decoding. It takes the oldest queued job, waits until that job has waited
+`max_wait_ms` (or until enough sentences are queued), and decodes, in one call of `decode(key, sentences)`,
+the oldest job together with the later jobs of the same `key` (the same decode settings), in arrival order,
+up to `max_batch_sentences`. Jobs of other keys wait for a later batch, and the oldest job always goes next.
+A job is never split: a job larger than `max_batch_sentences` is decoded alone (`decode` batches it further).
+
+While the worker decodes, new jobs pile up, so under load the batches fill by themselves and nobody waits
+`max_wait_ms` on top. One thread, not several: two decodes at once share the same CPU cores and are not
+faster together. Callers in an asyncio event loop await `asyncio.wrap_future(future)`, so the loop is free
+while the worker decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DecodeFn = Callable[[Any, list[str]], Sequence[Any]]  # (key, sentences) -> one result per sentence, in order
+
+
+class QueueFull(RuntimeError):
+    """More sentences are waiting than `max_queued_sentences`; the caller should come back later."""
+
+
+@dataclass
+class Job:
+    key: Hashable  # jobs share a batch only when their keys are equal
+    sentences: list[str]
+    future: Future = field(default_factory=Future)  # gets the list of results, one per sentence
+    arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """Counters since start: `batches < requests` means requests shared decodes."""
+
+    requests: int = 0  # jobs decoded (cancelled ones are not counted)
+    sentences: int = 0
+    batches: int = 0  # calls of `decode`
+    largest_batch: int = 0  # sentences in the largest decode
+    queued_sentences: int = 0  # waiting now
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class DynamicBatcher:
+    """Groups jobs by key into bounded batches and decodes them, one batch at a time, in a worker thread."""
+
+    def __init__(
+        self,
+        decode: DecodeFn,
+        max_batch_sentences: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queued_sentences: int = 1000,
+    ) -> None:
+        if max_batch_sentences < 1 or max_wait_ms < 0 or max_queued_sentences < 1:
+            raise ValueError("max_batch_sentences and max_queued_sentences must be >= 1, max_wait_ms >= 0")
+        self.decode = decode
+        self.max_batch_sentences = max_batch_sentences
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queued_sentences = max_queued_sentences
+        self._pending: list[Job] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._stats = BatchStats()
+        self._thread = threading.Thread(target=self._run, name="seq2seq-decoder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Decode what is queued, then stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def stats(self) -> BatchStats:
+        with self._cond:
+            return BatchStats(**self._stats.to_dict())
+
+    def submit(self, key: Hashable, sentences: list[str]) -> Future:
+        """Queue `sentences` for decoding with settings `key`; the future gets one result per sentence."""
+        job = Job(key, list(sentences))
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            queued = self._stats.queued_sentences
+            if queued and queued + len(job.sentences) > self.max_queued_sentences:
+                raise QueueFull(f"{queued} sentences are waiting (at most {self.max_queued_sentences})")
+            self._pending.append(job)
+            self._stats.queued_sentences += len(job.sentences)
+            self._cond.notify_all()
+        return job.future
+
+    # ------------------------------------------------------------------ the worker
+    def _run(self) -> None:
+        while (jobs := self._next_group()) is not None:
+            self._decode_group(jobs)
+
+    def _next_group(self) -> list[Job] | None:
+        """The next batch's jobs, after the oldest one has waited `max_wait`; None once closed and empty."""
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            deadline = self._pending[0].arrived + self.max_wait
+            while not self._closed:
+                group, full = self._select()
+                remaining = deadline - time.monotonic()
+                if full or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            group, _ = self._select()
+            for job in group:
+                self._pending.remove(job)
+            self._stats.queued_sentences -= sum(len(job.sentences) for job in group)
+        return [job for job in group if job.future.set_running_or_notify_cancel()]  # skip cancelled jobs
+
+    def _select(self) -> tuple[list[Job], bool]:
+        """The oldest job and the later ones of its key, in order, until the next would not fit; and whether
+        the batch is full."""
+        first = self._pending[0]
+        group, size = [first], len(first.sentences)
+        for job in self._pending[1:]:
+            if job.key != first.key:
+                continue
+            if size + len(job.sentences) > self.max_batch_sentences:
+                return group, True
+            group.append(job)
+            size += len(job.sentences)
+        return group, size >= self.max_batch_sentences
+
+    def _decode_group(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        sentences = [s for job in jobs for s in job.sentences]
+        try:
+            results = list(self.decode(jobs[0].key, sentences))
+            if len(results) != len(sentences):
+                raise RuntimeError(f"decode returned {len(results)} results for {len(sentences)} sentences")
+        except Exception as exc:  # every waiting caller hears of it; the worker lives on
+            log.exception("decoding a batch of %d sentences failed", len(sentences))
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        with self._cond:
+            self._stats.batches += 1
+            self._stats.requests += len(jobs)
+            self._stats.sentences += len(sentences)
+            self._stats.largest_batch = max(self._stats.largest_batch, len(sentences))
+        start = 0
+        for job in jobs:
+            job.future.set_result(results[start : start + len(job.sentences)])
+            start += len(job.sentences)

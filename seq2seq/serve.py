@@ -1,0 +1,163 @@
+"""Translation as a service: a JSON API with dynamic batching, and a page that draws the attention.
+
+    python -m seq2seq.serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000] [--device auto]
+                            [--max-batch-sentences N] [--max-wait-ms M] [--max-lines L] ...
+
+CHECKPOINT is a best.pt / last.pt / averaged.pt file written by seq2seq.train, or a run folder (as for
+seq2seq.translate); several checkpoints decode as one ensemble (seq2seq.ensemble). POST /translate takes
+{"text": [lines], "beam_size"?, "nbest"?, "alpha"?, "attention"?} and answers one entry per line; GET / is
+a page to try it, GET /docs the OpenAPI reference, GET /info the model, GET /health the batching counters.
+The app is in `seq2seq.api`, the batching in `seq2seq.batching`; docs/serving.md has the details.
+Needs the `serve` extra (FastAPI and uvicorn). Logs and errors go to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seq2seq import ensemble
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import Config, ConfigError
+from seq2seq.device import resolve_device
+from seq2seq.model import count_parameters
+from seq2seq.results import RunResults
+from seq2seq.tokenizer import Tokenizer
+from seq2seq.translate import checkpoint_path
+
+log = logging.getLogger("seq2seq.serve")
+
+
+def load_models(checkpoints: Sequence[str | Path], device: torch.device) -> tuple[Any, Tokenizer, Config]:
+    """The model to serve (eval mode, on `device`): one checkpoint's `Seq2Seq`, or an `Ensemble` of several;
+    its tokenizer and config (the first checkpoint's). Each may be a checkpoint file or a run folder."""
+    if not checkpoints:
+        raise CheckpointError("no checkpoint given")
+    return ensemble.load_models([checkpoint_path(c) for c in checkpoints], device)
+
+
+def recorded_test_bleu(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The test BLEU that training recorded for this checkpoint in its run's results.json, or None.
+
+    A run folder's results.json scores best.pt (`test`) and, with checkpoint averaging, averaged.pt
+    (`test.averaged`); other checkpoints (last.pt, step_N.pt) were never scored.
+    """
+    path = checkpoint_path(checkpoint)
+    with contextlib.suppress(OSError, ValueError):
+        results = RunResults.load(path.parent.parent / "results.json")
+        scores = results.test.averaged if path.name == "averaged.pt" else results.test
+        if scores is None or path.name not in ("best.pt", "averaged.pt"):
+            return None
+        return {
+            "greedy": scores.greedy.bleu,
+            "beam": scores.beam.bleu,
+            "beam_size": scores.beam.beam_size,
+            "signature": scores.beam.bleu_signature,
+        }
+    return None
+
+
+def model_info(
+    model: Any, tokenizer: Tokenizer, config: Config, checkpoints: Sequence[str | Path], device: torch.device
+) -> dict[str, Any]:
+    """What GET /info reports: the architecture, languages, vocabularies, parameters and recorded test BLEU."""
+    m = config.model
+    return {
+        "checkpoints": [
+            {"path": str(c), "file": str(checkpoint_path(c)), "test_bleu": recorded_test_bleu(c)} for c in checkpoints
+        ],
+        "model": {
+            "cell": m.cell,
+            "attention": m.attention,
+            "encoder_layers": m.encoder_layers,
+            "decoder_layers": m.decoder_layers,
+            "hidden_size": m.hidden_size,
+            "embedding_size": m.embedding_size,
+            "bidirectional": m.bidirectional,
+            "parameters": count_parameters(model),
+            "models": len(checkpoints),
+        },
+        "languages": {"source": config.data.src_lang, "target": config.data.tgt_lang},
+        "vocabulary": {
+            "source": tokenizer.src_vocab_size,
+            "target": tokenizer.tgt_vocab_size,
+            "joint": tokenizer.joint,
+        },
+        "device": str(device),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from seq2seq.api import Limits  # needs FastAPI (the serve extra)
+
+    limits = Limits()
+    parser = argparse.ArgumentParser(prog="seq2seq.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    batching = parser.add_argument_group("dynamic batching")
+    batching.add_argument("--max-batch-sentences", type=int, default=32, help="sentences per decoding batch")
+    batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    group = parser.add_argument_group("request limits")
+    for name, value in vars(limits).items():
+        kind = type(value)
+        group.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help=f"default: {value}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the numbers on the command line, or None."""
+    for name in ("port", "max_batch_sentences", "max_body_bytes", "max_lines", "max_line_chars", "max_beam_size"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            return f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
+    if args.max_queued_sentences < args.max_lines:
+        return f"--max-queued-sentences ({args.max_queued_sentences}) must be at least --max-lines ({args.max_lines})"
+    if not args.max_wait_ms >= 0 or not args.max_alpha >= 0:
+        return "--max-wait-ms and --max-alpha must be >= 0"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"seq2seq.serve needs {' and '.join(missing)}: pip install 'seq2seq[serve]'", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from seq2seq import api
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    if problem := check_arguments(args):
+        print(f"seq2seq.serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device, "--device")
+        model, tokenizer, config = load_models(args.checkpoints, device)
+    except (CheckpointError, ConfigError, RuntimeError) as exc:
+        print(f"seq2seq.serve: {exc}", file=sys.stderr)
+        return 2
+    limits = api.Limits(**{name: getattr(args, name) for name in vars(api.Limits())})
+    defaults = api.DecodeSettings(
+        min(config.decode.beam_size, limits.max_beam_size), 1, min(config.decode.alpha, limits.max_alpha), False
+    )
+    translator = api.Translator(model, tokenizer, config.decode)
+    info = model_info(model, tokenizer, config, args.checkpoints, device)
+    app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms)
+    log.info("serving %s on http://%s:%d (page: /, API docs: /docs)", ", ".join(args.checkpoints), args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""scripts/serve_benchmark.py: its arithmetic and table, and (slow) a tiny end-to-end run against the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+from .test_serve import LINES, tiny_run
+
+_spec = importlib.util.spec_from_file_location(
+    "seq2seq_scripts_serve_benchmark", REPO / "scripts" / "serve_benchmark.py"
+)
+assert _spec is not None and _spec.loader is not None
+serve_benchmark = importlib.util.module_from_spec(_spec)  # scripts/ is not a package
+_spec.loader.exec_module(serve_benchmark)
+
+
+def test_percentiles_interpolate_between_ranks():
+    assert serve_benchmark.percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert serve_benchmark.percentile([1.0, 2.0], 50) == 1.5
+    assert serve_benchmark.percentile(list(map(float, range(101))), 99) == 99.0
+    assert serve_benchmark.percentile([5.0], 99) == 5.0
+
+
+def test_the_table_has_a_row_per_measurement_and_dashes_for_what_does_not_apply():
+    rows = [
+        {"mode": "translate (command line)", "clients": None, "sentences": 4, "sentences_per_sec": 2.0},
+        {"mode": "serve", "clients": 8, "sentences": 4, "sentences_per_sec": 9.5, "p50_ms": 1.0, "wrong": 0},
+    ]
+    table = serve_benchmark.markdown(rows).splitlines()
+    assert len(table) == 4 and table[0].startswith("| mode | clients |")
+    assert table[2].startswith("| translate (command line) | — | 4 | 2.0 | — |")
+    assert table[3].startswith("| serve | 8 | 4 | 9.5 | 1.0 |")
+
+
+def test_sentences_are_the_first_non_empty_lines_of_plain_or_gzip_files(tmp_path):
+    (tmp_path / "a.de").write_text("eins\n\nzwei\ndrei\n", encoding="utf-8")
+    with gzip.open(tmp_path / "b.de.gz", "wt", encoding="utf-8") as f:
+        f.write("eins\n\nzwei\ndrei\n")
+    for name in ("a.de", "b.de.gz"):
+        assert serve_benchmark.read_sentences(tmp_path / name, 2) == ["eins", "zwei"]
+
+
+@pytest.mark.slow  # starts translate twice and a server
+def test_a_tiny_benchmark_finds_no_wrong_or_missing_response(tmp_path):
+    run = tiny_run(tmp_path / "run", cell="gru")
+    (tmp_path / "src.de").write_text("\n".join(line for line in LINES if line.strip()) + "\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, str(REPO / "scripts" / "serve_benchmark.py"), "--checkpoint", str(run)]
+    command += ["--src", str(tmp_path / "src.de"), "--sentences", "6", "--clients", "1", "3", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["mode"], row["clients"]) for row in rows] == [
+        ("translate (command line)", None),
+        ("serve", 1),
+        ("serve", 3),
+    ]
+    assert all(row["sentences"] == 3 and row["wrong"] == 0 and row["missing"] == 0 for row in rows)
+    assert "only 3 non-empty lines" in done.stderr and "| serve | 3 | 3 |" in done.stdout
