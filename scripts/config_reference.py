@@ -91,7 +91,9 @@ an empty side are dropped from every split; the length filters (`data.max_length
 Special ids are fixed: pad 0, unk 1, bos 2, eos 3. A small corpus may give a smaller vocabulary than
 `tokenizer.vocab_size`; use a `tokenizer.character_coverage` like 0.9995 for languages with large
 alphabets. Models are cached by a hash of these settings and the training text (see
-[data.md](data.md#the-tokenizer-and-its-cache)).
+[data.md](data.md#the-tokenizer-and-its-cache)). `tokenizer.sampling_alpha` > 0 trains every epoch on
+a sampled segmentation (subword regularization, BPE-dropout; see
+[data.md](data.md#subword-regularization)); validation, test and translation never sample.
 """,
     "model": """\
 The encoder's final state (both directions) initialises the decoder through a bridge `tanh(W c)`;

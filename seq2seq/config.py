@@ -67,6 +67,8 @@ class TokenizerConfig:
     joint: bool = True  # one model for both languages, or one per side
     character_coverage: float = 1.0  # share of characters covered (0.9995 for large alphabets)
     sample_sentences: int = 2_000_000  # SentencePiece trains on at most this many sentences per model (a random sample)
+    sampling_alpha: float = 0.0  # subword regularization (0: off): unigram's smoothing alpha, or the BPE-dropout rate
+    nbest_size: int = -1  # unigram sampling draws from the n best segmentations (-1: from all of them)
     cache_dir: str = (
         "~/.cache/seq2seq/spm"  # trained models are cached here, keyed by a hash of the settings and the text
     )
@@ -201,6 +203,13 @@ def validate_tokenizer(tok: TokenizerConfig) -> None:
     _at_least("tokenizer.vocab_size", tok.vocab_size, 8)
     _in_range("tokenizer.character_coverage", tok.character_coverage, 0.9, 1.0)
     _at_least("tokenizer.sample_sentences", tok.sample_sentences, 1000)
+    _in_range("tokenizer.sampling_alpha", tok.sampling_alpha, 0.0, 1.0)
+    n = tok.nbest_size
+    if not isinstance(n, int) or isinstance(n, bool) or not (n == -1 or n >= 2):
+        raise ConfigError(
+            "tokenizer.nbest_size must be -1 (sample from every segmentation) or an integer >= 2 (from the n "
+            f"best; 0 and 1 would be the best segmentation only), got {n!r}"
+        )
 
 
 def validate_model(m: ModelConfig) -> None:

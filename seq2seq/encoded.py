@@ -6,6 +6,7 @@ process. `encode_training_set` does it once per (corpus, tokenizer, length filte
     CACHE_DIR/KEY/src.npy            int32 (all source tokens,): sentence i is src[src_offsets[i]:src_offsets[i + 1]]
     CACHE_DIR/KEY/src_offsets.npy    int64 (pairs + 1,)
     CACHE_DIR/KEY/tgt.npy, tgt_offsets.npy
+    CACHE_DIR/KEY/positions.npy      int64 (pairs,): each kept pair's index among the split's raw pairs
     CACHE_DIR/KEY/meta.json          what was built and what the length filter dropped
 
 The corpus is streamed in chunks of cleaned pairs; worker processes (`data.preprocess_workers`, one
@@ -17,6 +18,11 @@ KEY hashes the corpus (`corpus.key`: the files' bytes), the SentencePiece model(
 settings, so a change to any of them builds a new cache. A cache is built in a temporary folder and
 renamed into place only when complete, so a build that is killed is never read, and of two processes
 building the same cache at once one rename wins and the other process uses the winner's files.
+
+Subword regularization (`tokenizer.sampling_alpha` > 0) re-encodes the kept pairs (`positions.npy`) at
+every epoch with a sampled segmentation (`seq2seq.sampling`): `sampled_training_set`, in memory, by the
+same worker processes. The cache still decides which pairs train (the deterministic segmentation and
+the length filter); a sampled segmentation may be longer than `data.max_length` and is not truncated.
 """
 
 from __future__ import annotations
@@ -29,21 +35,24 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seq2seq.config import DataConfig
+from seq2seq.config import DataConfig, TokenizerConfig
 from seq2seq.corpus import CorpusError, PairChunk, PairSource, length_filter
+from seq2seq.sampling import SubwordSampler, Uniforms
 from seq2seq.tokenizer import Tokenizer, WordCache, flatten
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: positions.npy
+SAMPLING_CHUNK_PAIRS = 10_000  # raw pairs per task of `sampled_training_set` (and per seed): several for Multi30k
 ARRAYS = ("src", "src_offsets", "tgt", "tgt_offsets")
 
 
@@ -55,6 +64,7 @@ class EncodedCorpus:
     src_offsets: np.ndarray  # (pairs + 1,) int64
     tgt: np.ndarray  # (target tokens,) int32
     tgt_offsets: np.ndarray  # (pairs + 1,) int64
+    positions: np.ndarray | None = None  # (pairs,) int64: each pair's index among the split's raw pairs, if known
 
     def __len__(self) -> int:
         return len(self.src_offsets) - 1
@@ -80,10 +90,16 @@ class EncodedCorpus:
     def save(self, folder: Path) -> None:
         for name in ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name))
+        if self.positions is not None:
+            np.save(folder / "positions.npy", self.positions)
 
     @classmethod
-    def load(cls, folder: Path) -> EncodedCorpus:
-        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS))
+    def load(cls, folder: Path, mmap: bool = True) -> EncodedCorpus:
+        """The arrays in `folder`, memory-mapped (or read, `mmap=False`); positions when positions.npy is there."""
+        mode = "r" if mmap else None
+        arrays = [np.load(folder / f"{name}.npy", mmap_mode=mode) for name in ARRAYS]
+        positions = folder / "positions.npy"
+        return cls(*arrays, np.load(positions, mmap_mode=mode) if positions.is_file() else None)
 
 
 def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
@@ -103,7 +119,7 @@ def encode_training_set(corpus: PairSource, tokenizer: Tokenizer, cfg: DataConfi
     if cfg.cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="seq2seq-encoded-") as tmp:
             meta = _encode_into(Path(tmp), corpus, tokenizer, cfg)
-            encoded = EncodedCorpus(*(np.load(Path(tmp) / f"{name}.npy") for name in ARRAYS))
+            encoded = EncodedCorpus.load(Path(tmp), mmap=False)
         _log_filter(len(encoded), meta["dropped"], cfg)
         return encoded
     folder = Path(cfg.cache_dir).expanduser() / cache_key(corpus.key, tokenizer, cfg)
@@ -166,7 +182,7 @@ def _build(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: DataConf
 def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: DataConfig) -> dict[str, Any]:
     """Stream the corpus through the encoder (in worker processes when there are several cores) and append
     every chunk's arrays to the files in `folder`; write meta.json last. Returns the meta."""
-    workers = _worker_count(cfg)
+    workers = worker_count(cfg)
     started = time.perf_counter()
     log.info(
         "train: encoding %d pairs into %s (%s)",
@@ -177,19 +193,23 @@ def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: Da
     dropped = {"too_long": 0, "bad_ratio": 0}
     read = 0
     lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+    positions: list[np.ndarray] = []
     chunks = corpus.chunks(desc="encoding the training set" if corpus.raw_pairs > 200_000 else None)
     src_file, tgt_file = _ArrayFile(folder / "src.npy"), _ArrayFile(folder / "tgt.npy")
-    with src_file, tgt_file, _encoded_chunks(chunks, tokenizer, cfg, workers) as results:
+    encoder = (ChunkEncoder, (cfg.max_length, cfg.max_length_ratio))
+    with src_file, tgt_file, _encoded_chunks(chunks, *encoder, tokenizer, workers) as results:
         for result in results:
             src_file.append(result.src)
             tgt_file.append(result.tgt)
             lengths["src"].append(result.src_lengths)
             lengths["tgt"].append(result.tgt_lengths)
+            positions.append(result.positions)
             read += result.read
             for reason, count in result.dropped.items():
                 dropped[reason] += count
     for side in ("src", "tgt"):
         np.save(folder / f"{side}_offsets.npy", _offsets(lengths[side]))
+    np.save(folder / "positions.npy", np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64))
     pairs = sum(len(part) for part in lengths["src"])
     meta = {"version": FORMAT_VERSION, "pairs": pairs, "read": read, "dropped": dropped}
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -198,7 +218,7 @@ def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: Da
     return meta
 
 
-def _worker_count(cfg: DataConfig) -> int:
+def worker_count(cfg: DataConfig) -> int:
     """Encoding processes: `data.preprocess_workers`, by default one per core (0 on a single core)."""
     if cfg.preprocess_workers is not None:
         return cfg.preprocess_workers
@@ -216,6 +236,7 @@ class EncodedChunk:
     tgt_lengths: np.ndarray
     read: int  # pairs in the chunk before the length filter
     dropped: dict[str, int]
+    positions: np.ndarray  # (pairs kept,) int64: their indices among the split's raw pairs
 
 
 class ChunkEncoder:
@@ -233,35 +254,137 @@ class ChunkEncoder:
             src = src[np.repeat(keep, src_lengths)]
             tgt = tgt[np.repeat(keep, tgt_lengths)]
             src_lengths, tgt_lengths = src_lengths[keep], tgt_lengths[keep]
-        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), dropped)
+        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), dropped, chunk.positions[keep])
 
 
-_worker_encoder: ChunkEncoder | None = None  # one per worker process
+_worker_encoder: Callable[[Any], EncodedChunk] | None = None  # one per worker process
 
 
-def _start_worker(models: dict[str, bytes | None], max_length: int, max_ratio: float) -> None:
+def _start_worker(encoder: Callable[..., Any], models: dict[str, bytes | None], settings: tuple[Any, ...]) -> None:
     global _worker_encoder
-    _worker_encoder = ChunkEncoder(Tokenizer.from_dict(models), max_length, max_ratio)
+    _worker_encoder = encoder(Tokenizer.from_dict(models), *settings)
 
 
-def _encode_in_worker(chunk: PairChunk) -> EncodedChunk:
+def _encode_in_worker(task: Any) -> EncodedChunk:
     assert _worker_encoder is not None
-    return _worker_encoder(chunk)
+    return _worker_encoder(task)
 
 
 @contextlib.contextmanager
 def _encoded_chunks(
-    chunks: Iterator[PairChunk], tokenizer: Tokenizer, cfg: DataConfig, workers: int
+    tasks: Iterator[Any], encoder: Callable[..., Any], settings: tuple[Any, ...], tokenizer: Tokenizer, workers: int
 ) -> Iterator[Iterator[EncodedChunk]]:
-    """The chunks encoded in order: by `workers` processes (this one reads and writes meanwhile), or here."""
+    """The tasks (chunks) encoded in order by `encoder(tokenizer, *settings)`: one in each of `workers`
+    processes (this one reads and writes meanwhile), or one here."""
     if workers == 0:
-        yield map(ChunkEncoder(tokenizer, cfg.max_length, cfg.max_length_ratio), chunks)
+        yield map(encoder(tokenizer, *settings), tasks)
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-imports
-    init = (tokenizer.to_dict(), cfg.max_length, cfg.max_length_ratio)
+    init = (encoder, tokenizer.to_dict(), settings)
+    # Pool.imap reads its input as fast as it can: without a bound, the whole corpus would wait in memory
+    # for the workers. At most two tasks per worker are read ahead of the results taken.
+    ahead = threading.BoundedSemaphore(2 * workers)
+
+    def bounded(items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            ahead.acquire()
+            yield item
+
+    def taken(results: Iterator[EncodedChunk]) -> Iterator[EncodedChunk]:
+        for result in results:
+            ahead.release()
+            yield result
+
     with context.Pool(workers, initializer=_start_worker, initargs=init) as pool:
-        yield pool.imap(_encode_in_worker, chunks)
+        yield taken(pool.imap(_encode_in_worker, bounded(tasks)))
+
+
+# ---------------------------------------------------------------------------------- subword regularization
+
+
+@dataclass
+class SamplingTask:
+    """Pairs to encode with a sampled segmentation, and the sampler's seeds for their two sides."""
+
+    chunk: PairChunk
+    seeds: tuple[int, int]  # (source, target)
+
+
+class SamplingEncoder:
+    """Encode chunks of pairs with sampled segmentations (`seq2seq.sampling`); nothing is filtered."""
+
+    def __init__(self, tokenizer: Tokenizer, model_type: str, alpha: float, nbest_size: int) -> None:
+        self.src = SubwordSampler(tokenizer.src, model_type, alpha, nbest_size)
+        self.tgt = self.src if tokenizer.joint else SubwordSampler(tokenizer.tgt, model_type, alpha, nbest_size)
+
+    def __call__(self, task: SamplingTask) -> EncodedChunk:
+        chunk, (src_seed, tgt_seed) = task.chunk, task.seeds
+        src, src_lengths = flatten(self.src.sample(chunk.src, Uniforms(np.random.default_rng(src_seed))))
+        tgt, tgt_lengths = flatten(self.tgt.sample(chunk.tgt, Uniforms(np.random.default_rng(tgt_seed))))
+        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), {}, chunk.positions)
+
+
+def sampled_training_set(
+    corpus: PairSource,
+    positions: np.ndarray,
+    tokenizer: Tokenizer,
+    cfg: TokenizerConfig,
+    seed: int,
+    epoch: int,
+    workers: int,
+) -> EncodedCorpus:
+    """The training pairs of epoch `epoch` with a sampled segmentation (subword regularization), in memory.
+
+    The pairs are those at the raw `positions` (the encoded cache's `positions`: the deterministic
+    segmentation and the length filter chose them), in order, so pair i here is pair i of the cache.
+    Every chunk of the corpus is sampled with seeds drawn from (seed, epoch, the chunk's number): the
+    arrays are a function of those alone, whatever the number of `workers` (0: encode in this process).
+    """
+    wanted = np.zeros(corpus.raw_pairs, dtype=bool)  # (raw_pairs,)
+    if len(positions) and (positions[0] < 0 or positions[-1] >= corpus.raw_pairs):
+        raise _changed_corpus_error()
+    wanted[positions] = True
+    tasks = (
+        SamplingTask(_select(chunk, wanted[chunk.positions]), _sampling_seeds(seed, epoch, number))
+        for number, chunk in enumerate(corpus.chunks(SAMPLING_CHUNK_PAIRS))
+    )
+    settings = (cfg.type, cfg.sampling_alpha, cfg.nbest_size)
+    with _encoded_chunks(tasks, SamplingEncoder, settings, tokenizer, workers) as results:
+        parts = list(results)
+    sampled = EncodedCorpus(
+        _joined([p.src for p in parts], np.int32),
+        _offsets([p.src_lengths for p in parts]),
+        _joined([p.tgt for p in parts], np.int32),
+        _offsets([p.tgt_lengths for p in parts]),
+        _joined([p.positions for p in parts], np.int64),
+    )
+    if not np.array_equal(sampled.positions, positions):
+        raise _changed_corpus_error()
+    return sampled
+
+
+def _select(chunk: PairChunk, keep: np.ndarray) -> PairChunk:
+    """The pairs of `chunk` where `keep` ((pairs,) bool) is set."""
+    rows = np.flatnonzero(keep).tolist()
+    return PairChunk([chunk.src[i] for i in rows], [chunk.tgt[i] for i in rows], chunk.positions[keep])
+
+
+def _sampling_seeds(seed: int, epoch: int, chunk: int) -> tuple[int, int]:
+    """Two seeds (source side, target side) for a chunk's draws: a function of (seed, epoch, chunk) only."""
+    digest = hashlib.sha256(f"subword sampling: seed {seed}, epoch {epoch}, chunk {chunk}".encode()).digest()
+    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:16], "little")
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
+def _changed_corpus_error() -> CorpusError:
+    return CorpusError(
+        "the training split no longer holds the pairs its encoded cache was built from (did a file change "
+        "during the run?); start the run again to rebuild the cache"
+    )
 
 
 class _ArrayFile:

@@ -98,15 +98,14 @@ class WordCache:
         """Lines (stripped, non-empty) -> (all their ids one after another, int32; each line's length, int64)."""
         if not self.enabled:
             return flatten(self.sp.encode(list(lines), out_type=int))
-        split = [line.split(" ") for line in lines]
-        words = list(itertools.chain.from_iterable(split))
+        words = " ".join(lines).split(" ")  # line i holds the next count(" ") + 1 words ("" between two spaces)
+        words_per_line = np.fromiter((line.count(" ") + 1 for line in lines), dtype=np.int64, count=len(lines))
         new = set(words).difference(self.index)
         if new:
             self._add(sorted(new))
         word_rows = np.fromiter(map(self.index.__getitem__, words), dtype=np.int64, count=len(words))  # (words,)
         lengths, starts, safe, pieces = self._arrays()
         word_lengths = lengths[word_rows]  # (words,) pieces per word
-        words_per_line = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
         line_of_word = np.repeat(np.arange(len(lines)), words_per_line)  # (words,)
         line_lengths = np.bincount(line_of_word, weights=word_lengths, minlength=len(lines)).astype(np.int64)
         # piece j of word w sits at starts[w] + j in `pieces`: one gather builds every line

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from seq2seq.config import Config, ConfigError
 from seq2seq.corpus import ParallelCorpus
-from seq2seq.data import PreparedData, epoch_batches, make_batch
+from seq2seq.data import EpochPairs, PreparedData, epoch_batches, make_batch
 from seq2seq.device import training_device
 from seq2seq.distributed import DistributedContext, shard
 from seq2seq.insight import InsightProbe
@@ -77,7 +77,7 @@ class Trainer:
         self.early_stopping = EarlyStopping(self.cfg.early_stopping_patience)
         self.saver = CheckpointSaver(self.ckpt_dir, self.cfg.average_checkpoints, enabled=self.dist.is_main)
         self.progress = sys.stderr.isatty() and self.dist.is_main
-        self.train_lengths = data.train.src_lengths, data.train.tgt_lengths
+        self.epoch_pairs = EpochPairs(data, config)  # the cached pairs, or each epoch's sampled segmentation
         self.throughput = Throughput()
         limit = self.cfg.max_valid_sentences  # validate on (the first `limit` of) the validation set
         self.valid = ParallelCorpus(data.valid.src[:limit], data.valid.tgt[:limit])
@@ -95,10 +95,11 @@ class Trainer:
     def global_batches(self, epoch: int) -> list[list[np.ndarray]]:
         """The epoch's training steps; step i holds one batch (an array of pair indices) per rank.
 
-        The order depends only on the seed and the epoch number, so a resumed run rebuilds it
-        and skips the steps it has already taken; `train.batch_tokens` is per process.
+        The order depends only on the seed and the epoch number (and so does a sampled segmentation's
+        lengths), so a resumed run rebuilds it and skips the steps it has already taken;
+        `train.batch_tokens` is per process.
         """
-        batches = epoch_batches(*self.train_lengths, self.cfg.batch_tokens, self.cfg.seed, epoch)
+        batches = epoch_batches(*self.epoch_pairs.lengths(epoch), self.cfg.batch_tokens, self.cfg.seed, epoch)
         steps = shard(batches, self.dist.world_size)
         if not steps:
             raise ConfigError(
@@ -134,10 +135,10 @@ class Trainer:
         cfg, state = self.cfg, self.state
         if state.epoch_step == 0:
             state.epoch += 1
-        batches = self.global_batches(state.epoch)
+        batches, train = self.global_batches(state.epoch), self.epoch_pairs.pairs(state.epoch)
         for step_batches in batches[state.epoch_step :]:
             indices = step_batches[self.dist.rank]  # this rank's shard of the step
-            batch = make_batch(*self.data.train.pairs(indices))
+            batch = make_batch(*train.pairs(indices))
             result = self.train_step(batch.to(self.device))
             state.epoch_step = (state.epoch_step + 1) % len(batches)  # 0: the epoch is complete
             bar.update(1)

@@ -148,3 +148,20 @@ def _refuse_big(init):
         init(self, src, tgt)
 
     return guarded
+
+
+def test_a_reading_error_in_a_later_chunk_reaches_the_caller_through_the_workers(tmp_path, monkeypatch):
+    rows = "".join(f"Satz {i}\tsentence {i}\n" for i in range(250)) + "no tab\n"
+    tmp_path.joinpath("train.tsv").write_text(rows)
+    tokenizer = build_tokenizer(embedded_text(), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path / "spm")))
+    reader = SplitReader(local(tmp_path, format="tsv"), "train")
+    cfg = local(tmp_path, format="tsv", cache_dir=str(tmp_path / "data"), preprocess_workers=2)
+    with pytest.raises(CorpusError, match=r"train\.tsv, line 251: no tab"):
+        encode_training_set(_Chunked(reader, 20), tokenizer, cfg)
+    assert not [p for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")]  # nothing half-built
+
+
+def embedded_text(lines: int = 500) -> ParallelCorpus:
+    src = (CORPUS / "train.de").read_text().splitlines()[:lines]
+    tgt = (CORPUS / "train.en").read_text().splitlines()[:lines]
+    return ParallelCorpus(src, tgt)
