@@ -34,6 +34,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -261,7 +262,11 @@ _worker_encoder: Callable[[Any], EncodedChunk] | None = None  # one per worker p
 
 
 def _start_worker(encoder: Callable[..., Any], models: dict[str, bytes | None], settings: tuple[Any, ...]) -> None:
+    """A worker forked from a training process must not keep its signal handlers (`stopping.stop_on_signals`):
+    SIGTERM, which the pool sends when it closes, ends the worker, and Ctrl-C is for the training process."""
     global _worker_encoder
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_encoder = encoder(Tokenizer.from_dict(models), *settings)
 
 

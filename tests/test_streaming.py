@@ -165,3 +165,22 @@ def embedded_text(lines: int = 500) -> ParallelCorpus:
     src = (CORPUS / "train.de").read_text().splitlines()[:lines]
     tgt = (CORPUS / "train.en").read_text().splitlines()[:lines]
     return ParallelCorpus(src, tgt)
+
+
+def test_encoding_workers_drop_the_training_process_signal_handlers(tmp_path):
+    """Workers forked during training (subword sampling) would otherwise log "SIGTERM received" and live on."""
+    import signal
+
+    from seq2seq import encoded
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    tokenizer = build_tokenizer(embedded_text(), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path / "spm")))
+    try:
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        encoded._start_worker(encoded.ChunkEncoder, tokenizer.to_dict(), (100, 3.0))
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        encoded._worker_encoder = None
