@@ -301,8 +301,15 @@ def _encoded_chunks(
             ahead.release()
             yield result
 
-    with context.Pool(workers, initializer=_start_worker, initargs=init) as pool:
+    pool = context.Pool(workers, initializer=_start_worker, initargs=init)
+    try:
         yield taken(pool.imap(_encode_in_worker, bounded(tasks)))
+        pool.close()  # every result is in: the workers end on their own, no signal needed
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 # ---------------------------------------------------------------------------------- subword regularization
