@@ -67,7 +67,7 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path, wh
     steps = shard(epoch_batches(*lengths, config.train.batch_tokens, config.train.seed, epoch=1), 2)
     assert len(steps) >= 4, "the test needs four global steps in the first epoch"
     for rank_batches in steps[:4]:
-        indices = rank_batches[0] + rank_batches[1]
+        indices = [*rank_batches[0], *rank_batches[1]]
         batch = make_batch(*data.train.pairs(indices))
         trainer.train_step(batch)  # counts the step too
     single = trainer.model.state_dict()
