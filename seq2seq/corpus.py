@@ -276,7 +276,7 @@ class SplitReader:
     @cached_property
     def key(self) -> str:
         """The fingerprint of the split's files (local), or of its Arrow data (hub)."""
-        return fingerprint(self.cfg, self.split) or self._raw.fingerprint(self.cfg, self.split)
+        return self._raw.fingerprint(self.cfg, self.split)
 
     def chunks(self, size: int = CHUNK_PAIRS, desc: str | None = None) -> Iterator[PairChunk]:
         """Cleaned pairs in order; for "train" at most `data.max_train_pairs` of them. Logs the counts at the end."""
@@ -347,8 +347,11 @@ def _local_split(cfg: DataConfig, prefix: str) -> _RawSplit:
 
 
 class _LocalFiles:
-    def fingerprint(self, cfg: DataConfig, split: str) -> str:  # noqa: ARG002 -- corpus.fingerprint covers files
-        raise AssertionError("local files are fingerprinted by corpus.fingerprint")
+    def fingerprint(self, cfg: DataConfig, split: str) -> str:
+        """`corpus.fingerprint`: the files' bytes, the one key a run with its caches in place can compute."""
+        key = fingerprint(cfg, split)
+        assert key is not None  # a local split of a supported format always has one
+        return key
 
 
 class _TextPair(_LocalFiles):
