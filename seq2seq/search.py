@@ -95,9 +95,7 @@ def greedy_search(
         if bool(finished.any()):
             if bool(finished.all()):
                 break
-            keep = (~finished).nonzero().squeeze(1)
-            live, limits, prev = live[keep], limits[keep], prev[keep]
-            state = state.index_select(keep)
+            live, limits, prev, state = _drop_finished(finished, live, limits, prev, state)
     rows, row_log_probs = tokens[:, : t + 1].tolist(), log_probs[:, : t + 1].tolist()
     weights = attention.cpu() if attention is not None else [None] * batch
     return [
@@ -113,6 +111,12 @@ def _keep_step_attention(kept: Tensor | None, state: Any, live: Tensor, t: int, 
         kept = state.attention.new_zeros(batch, steps, state.attention.size(1)).float()
     kept[live, t] = state.attention.float()
     return kept
+
+
+def _drop_finished(finished: Tensor, live: Tensor, limits: Tensor, prev: Tensor, state: Any) -> tuple[Any, ...]:
+    """The rows that are done leave the batch (greedy and forced decoding): (live, limits, prev, state) of the rest."""
+    keep = (~finished).nonzero().squeeze(1)
+    return live[keep], limits[keep], prev[keep], state.index_select(keep)
 
 
 def _cut(row: list[int], log_probs: list[float], limit: int, eos: int, attention: Tensor | None) -> Hypothesis:
@@ -226,9 +230,7 @@ def forced_decode(
         if bool(finished.any()):
             if bool(finished.all()):
                 break
-            keep = (~finished).nonzero().squeeze(1)
-            live, limits, prev = live[keep], limits[keep], prev[keep]
-            state = state.index_select(keep)
+            live, limits, prev, state = _drop_finished(finished, live, limits, prev, state)
     rows = token_log_probs.tolist()
     weights = attention.cpu() if attention is not None else [None] * batch
     return [ForcedScore(row[:n], None if w is None else w[:n]) for row, n, w in zip(rows, lengths.tolist(), weights)]
