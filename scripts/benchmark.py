@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru]
         [--checkpoint CKPT] [--windows 5] [--window-steps 10] [--warmup-steps 5] [--out benchmark.json]
+        [--flop-steps 3] [--flop-sentences 200] [--matmul-n N]
         [--peer joeynmt [--peer-checkpoint JOEY_MODEL_DIR_OR_CKPT] [--peer-batch-size 128]
          [--peer-venv ~/.cache/seq2seq/joeynmt-venv] [--peer-timeout 1800]] [--repeats N]
         [KEY=VALUE ...]          # any config override, e.g. train.threads=2 model.hidden_size=256
@@ -14,6 +15,28 @@ Each measurement runs in a fresh worker process (so its peak resident memory is 
 - decoding (needs --checkpoint, a trained model): sentences per second on the test split
   (test_2016_flickr: 1,000 sentences) with greedy search and with beam 5, and their BLEU.
 With --repeats N each measurement runs N times (the median over runs is reported).
+
+Efficiency, in the same run:
+- the matmul peak (worker `peak`, on the training device with its thread count): GFLOP/s of a square
+  n x n `torch.mm` (2 n^3 FLOPs; n = --matmul-n, default 4096 on a GPU, 2048 on a CPU), the best of 5
+  timings after warm-up; fp32 (TF32 off, PyTorch's default), and bf16 where it is native: on CUDA, and on
+  CPUs with AVX512-BF16 or AMX (else `"bf16_gflops": null` and the reason), fp16 on CUDA;
+- FLOPs (a multiply-add counts 2) by `torch.utils.flop_counter.FlopCounterMode`, never inside a timed
+  window: training's per target token over --flop-steps more steps after the timed ones (forward, loss,
+  backward, optimizer: `TrainStep.step`), decoding's per sentence over the first --flop-sentences test
+  sentences (0: all), scaled to the split. GFLOP/s = FLOPs per token (sentence) x the median tokens
+  (sentences) per second; its share of the peak is against the training precision's peak where measured
+  (else fp32's), decoding's against fp32's.
+  The counter has formulas for matmuls (mm, addmm, bmm, baddbmm), convolutions and attention kernels only.
+  The fused recurrent kernels are counted analytically (ANALYTIC_FLOPS): per layer, direction and time
+  step, forward 2 * batch * G * H * (input + H) with G = 1 (tanh RNN), 3 (GRU), 4 (LSTM), backward twice
+  that: aten::mkldnn_rnn_layer (+ _backward; an unpacked LSTM on a CPU, e.g. the decoder's fused
+  teacher-forced pass without input feeding), aten::_cudnn_rnn and aten::miopen_rnn (+ _backward: every
+  nn.RNN/GRU/LSTM on GPUs). On a CPU packed sequences and the GRU and tanh RNN run as visible mm/addmm; the
+  GPU cells' aten::_thnn_fused_*_cell kernels are pointwise (their gate matmuls are counted as mm). Not
+  counted at all: pointwise ops (sigmoid, tanh, adds, dropout), softmax, the loss, reductions, embedding
+  lookups, copies and the optimizer's element-wise updates: O(elements), not O(elements x width). The JSON
+  lists every op that ran without a formula (views left out) as "analytic" or "not counted".
 
 With --peer joeynmt the same run also times Joey NMT 2.3.0 on the same data, SentencePiece
 vocabulary and architecture, alternating runs ours/theirs (--repeats defaults to 2 then): training
@@ -31,6 +54,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -40,12 +64,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from seq2seq.checkpoint import model_from_checkpoint
 from seq2seq.compose import compose
@@ -53,6 +79,7 @@ from seq2seq.config import Config
 from seq2seq.corpus import load_split
 from seq2seq.data import epoch_batches, make_batch, prepare_data, token_batches
 from seq2seq.device import resolve_device
+from seq2seq.inference import translate_sentences
 from seq2seq.model import build_model, count_parameters
 from seq2seq.optim import TrainStep
 from seq2seq.validation import search_scores
@@ -153,6 +180,8 @@ def measure_training(args: argparse.Namespace) -> dict:
     batches = training_batches(*lengths, batch_tokens, config.train.seed)
     windows, sentences = timed_windows(batches, train_on, args.warmup_steps, args.windows, args.window_steps)
     steps = args.windows * args.window_steps
+    rss = peak_rss_mb()  # before counting FLOPs (after the timed windows, on the next batches)
+    flops = training_flops(batches, train_on, args.flop_steps, args.warmup_steps + steps) if args.flop_steps else {}
     return {
         "tokens_per_sec": round(statistics.median(windows)),
         "tokens_per_sec_windows": [round(w) for w in windows],
@@ -164,7 +193,8 @@ def measure_training(args: argparse.Namespace) -> dict:
         "precision": config.train.precision,
         "parameters": count_parameters(model),
         "vocab": [tok.src_vocab_size, tok.tgt_vocab_size],
-        "peak_rss_mb": round(peak_rss_mb()),
+        "peak_rss_mb": round(rss),
+        **flops,
     }
 
 
@@ -187,7 +217,8 @@ def budget_for_sentences(src_lengths: Sequence[int], tgt_lengths: Sequence[int],
 def measure_decoding(args: argparse.Namespace) -> dict:
     """Sentences/s of --checkpoint on the test split, greedy and beam 5 (`seq2seq.validation.search_scores`).
 
-    Timed around tokenizing, searching and detokenizing (scoring and model loading excluded).
+    Timed around tokenizing, searching and detokenizing (scoring and model loading excluded). Then, untimed, the
+    FLOPs of each search over the first --flop-sentences sentences (0: all), per sentence and scaled to the split.
     """
     config = config_from_args(args)
     set_threads(config)
@@ -195,8 +226,11 @@ def measure_decoding(args: argparse.Namespace) -> dict:
     model, tokenizer, saved, _ = model_from_checkpoint(args.checkpoint, device)
     test = load_split(config.data, "test")
     results: dict[str, Any] = {"sentences": len(test), "threads": torch.get_num_threads(), "device": str(device)}
-    for name, beam in SEARCHES:
-        decode = replace(saved.decode, beam_size=beam, nbest=1, batch_size=args.decode_batch_size)
+    decodes = {
+        name: replace(saved.decode, beam_size=beam, nbest=1, batch_size=args.decode_batch_size)
+        for name, beam in SEARCHES
+    }
+    for name, decode in decodes.items():
         scores, hyps = search_scores(model, tokenizer, test, decode, device)
         rate = scores.sentences_per_sec
         results[name] = {
@@ -207,11 +241,194 @@ def measure_decoding(args: argparse.Namespace) -> dict:
             "chrf": scores.chrf,
             "signature": scores.bleu_signature,
         }
-    results["peak_rss_mb"] = round(peak_rss_mb())
+    results["peak_rss_mb"] = round(peak_rss_mb())  # before counting FLOPs
+    counted = test.src[: args.flop_sentences] if args.flop_sentences else test.src
+    results.update(flop_sentences=len(counted), uncounted_ops={})
+    for name, decode in decodes.items():  # FLOPs per sentence, from the first `counted`, scaled to the split
+        flops = count_flops(lambda decode=decode: translate_sentences(model, tokenizer, counted, decode, device))
+        per_sentence = flops.total / max(1, len(counted))
+        results[name].update(flops_per_sentence=round(per_sentence), flops=round(per_sentence * len(test)))
+        results["uncounted_ops"].update(flops.uncounted)
     return results
 
 
-WORKERS: dict[str, Callable[[argparse.Namespace], dict]] = {"train": measure_training, "decode": measure_decoding}
+# ----------------------------------------------------------------------------- FLOPs and the matmul peak
+
+
+def rnn_flops(tokens: int, weights: Sequence[torch.Tensor]) -> int:
+    """Forward FLOPs of a fused recurrent kernel over `tokens` (time steps x batch rows, or packed rows).
+
+    2 x tokens x the elements of its weight matrices (W_ih, W_hh, and W_hr with projections; the 1-D biases
+    are skipped): per layer, direction and step that is 2 * batch * G * H * (input + H), G = 1 (tanh RNN),
+    3 (GRU), 4 (LSTM), summed over the layers and directions the kernel runs.
+    """
+    return 2 * tokens * sum(w.numel() for w in weights if w.dim() == 2)
+
+
+def rows(x: torch.Tensor) -> int:
+    return math.prod(x.shape[:-1])  # (steps, batch, features) or (batch, steps, ...) or packed (rows, features)
+
+
+def mkldnn_layer_flops(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, *_: Any, **__: Any) -> int:
+    """aten::mkldnn_rnn_layer: one layer and direction of an LSTM (GRU, RNN) on a CPU, via oneDNN."""
+    return rnn_flops(rows(x), (w_ih, w_hh))
+
+
+def mkldnn_layer_backward_flops(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, *_: Any, **__: Any) -> int:
+    """Its backward: the gradients of the inputs and of the weights, each as dear as the forward."""
+    return 2 * rnn_flops(rows(x), (w_ih, w_hh))
+
+
+def cudnn_rnn_flops(x: torch.Tensor, weights: Sequence[torch.Tensor], *_: Any, **__: Any) -> int:
+    """aten::_cudnn_rnn (and aten::miopen_rnn): every layer and direction at once; `weights` the flat list."""
+    return rnn_flops(rows(x), weights)
+
+
+def cudnn_rnn_backward_flops(x: torch.Tensor, weights: Sequence[torch.Tensor], *args: Any, **kwargs: Any) -> int:
+    """Its backward: the data gradients (always), plus the weight gradients when asked (output_mask[3])."""
+    output_mask = kwargs.get("output_mask", args[-1] if args else (True,) * 4)
+    return rnn_flops(rows(x), weights) * (1 + bool(output_mask[3]))
+
+
+for _formula in (mkldnn_layer_flops, mkldnn_layer_backward_flops, cudnn_rnn_flops, cudnn_rnn_backward_flops):
+    _formula._get_raw = True  # type: ignore[attr-defined]  # FlopCounterMode: the arguments, not their shapes
+
+# the fused recurrent kernels FlopCounterMode has no formula for, counted analytically (op -> its FLOPs)
+ANALYTIC_FLOPS: dict[Any, Callable[..., int]] = {
+    torch.ops.aten.mkldnn_rnn_layer: mkldnn_layer_flops,
+    torch.ops.aten.mkldnn_rnn_layer_backward: mkldnn_layer_backward_flops,
+    torch.ops.aten._cudnn_rnn: cudnn_rnn_flops,
+    torch.ops.aten._cudnn_rnn_backward: cudnn_rnn_backward_flops,
+    torch.ops.aten.miopen_rnn: cudnn_rnn_flops,
+    torch.ops.aten.miopen_rnn_backward: cudnn_rnn_backward_flops,
+}
+# the GPU cells' fused gate kernels: pointwise only, their gate matmuls run before them as (counted) mm/addmm
+POINTWISE_CELL_KERNELS = {
+    f"aten._thnn_fused_{cell}_cell{suffix}" for cell in ("gru", "lstm") for suffix in ("", "_backward")
+}
+
+
+class UncountedOps(TorchDispatchMode):
+    """Records the names of the ops that run without one of FlopCounterMode's own formulas.
+
+    Entered *before* FlopCounterMode, so it sees the ops that actually run (after the counter's decompositions).
+    Views (ops whose outputs alias their inputs) compute nothing and are left out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        returns = func._schema.returns
+        view = bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+        if func._overloadpacket not in flop_registry and not view and func.namespace != "profiler":
+            self.names.add(str(func._overloadpacket))  # e.g. "aten.mkldnn_rnn_layer"
+        return func(*args, **(kwargs or {}))
+
+
+@dataclass
+class FlopCount:
+    """FLOPs (a multiply-add counts 2) of some work, per op, and the ops that ran without a formula."""
+
+    total: int
+    by_op: dict[str, int]  # "aten.mm" -> FLOPs
+    uncounted: dict[str, str]  # op -> "analytic" | "not counted" | "not counted (pointwise gates: ...)"
+
+
+def count_flops(run: Callable[[], Any]) -> FlopCount:
+    """The FLOPs of `run()`: FlopCounterMode's matmul/attention formulas, plus ANALYTIC_FLOPS for fused RNNs."""
+    uncounted = UncountedOps()
+    with uncounted, FlopCounterMode(display=False, custom_mapping=ANALYTIC_FLOPS) as counter:
+        run()
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    analytic = {str(op) for op in ANALYTIC_FLOPS}
+
+    def how(name: str) -> str:
+        if name in analytic:
+            return "analytic"
+        if name in POINTWISE_CELL_KERNELS:
+            return "not counted (pointwise gates; their matmuls are counted as mm)"
+        return "not counted"
+
+    return FlopCount(int(counter.get_total_flops()), by_op, {name: how(name) for name in sorted(uncounted.names)})
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(n: int, dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
+    """GFLOP/s of a square `torch.mm` (n x n by n x n: 2 n^3 FLOPs), the best of `repeats` timings after warm-up."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+
+    def seconds_per_call(calls: int) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b)
+        synchronize(device)
+        return (time.perf_counter() - start) / calls
+
+    seconds_per_call(2)  # warm-up: allocation, library start-up, clocks
+    calls = max(1, min(1000, math.ceil(0.05 / seconds_per_call(1))))  # short calls (GPUs): several per timing
+    return 2 * n**3 / min(seconds_per_call(calls) for _ in range(repeats)) / 1e9
+
+
+def native_half(dtype: torch.dtype, device: torch.device) -> str | None:
+    """None when `dtype` (bf16, fp16) matmuls are native on `device`, else why they are not measured."""
+    if device.type == "cuda":
+        return None if dtype != torch.bfloat16 or torch.cuda.is_bf16_supported() else "no bf16 on this GPU"
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return f"not measured on {device.type}"
+    capability = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX2", "AVX512"
+    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return None if capability.startswith("AVX512") and (bf16 or amx) else "no native bf16 on this CPU"
+
+
+def measure_peak(args: argparse.Namespace) -> dict:
+    """The matmul peak of the training device, with the run's thread count: fp32, and bf16/fp16 where native."""
+    config = config_from_args(args)
+    set_threads(config)
+    device = resolve_device(config.train.device)
+    n = args.matmul_n or (4096 if device.type == "cuda" else 2048)
+    result: dict[str, Any] = {"matmul_n": n, "fp32_gflops": three_digits(matmul_gflops(n, torch.float32, device))}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        why_not = native_half(dtype, device)
+        result[f"{name}_gflops"] = None if why_not else three_digits(matmul_gflops(n, dtype, device))
+        if why_not:
+            result[f"{name}_note"] = why_not
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return {**result, "threads": torch.get_num_threads(), "device": str(device), "cpu_capability": cpu}
+
+
+def training_flops(
+    batches: Iterator[list[int]], train_on: Callable[[int, list[int]], int], steps: int, first_step: int
+) -> dict[str, Any]:
+    """FLOPs per target token of `steps` more training steps (forward, backward, optimizer), counted untimed."""
+    tokens = 0
+
+    def run() -> None:
+        nonlocal tokens
+        for step in range(first_step, first_step + steps):
+            tokens += train_on(step, next(batches))
+
+    count = count_flops(run)
+    return {
+        "flops_per_token": round(count.total / tokens),
+        "flop_steps": steps,
+        "flops_per_token_by_op": {op: round(n / tokens) for op, n in sorted(count.by_op.items())},
+        "uncounted_ops": count.uncounted,
+    }
+
+
+WORKERS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "train": measure_training,
+    "decode": measure_decoding,
+    "peak": measure_peak,
+}
 
 
 # ----------------------------------------------------------------------------- the processes
@@ -299,11 +516,13 @@ def measure_all(args: argparse.Namespace, repeats: int, peer: JoeyPeer | None) -
         *("--warmup-steps", str(args.warmup_steps), "--windows", str(args.windows)),
         *("--window-steps", str(args.window_steps), "--decode-batch-size", str(args.decode_batch_size)),
         *(("--checkpoint", args.checkpoint) if args.checkpoint else ()),
+        *("--flop-steps", str(args.flop_steps), "--flop-sentences", str(args.flop_sentences)),
+        *(("--matmul-n", str(args.matmul_n)) if args.matmul_n else ()),
     ]
     train_argv = list(argv)
     if peer and not any(o.lstrip("+").startswith("train.batch_tokens=") for o in args.overrides):
         train_argv += ["--batch-sentences", str(args.peer_batch_size)]
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"peak": run_worker("peak", [*argv, *args.overrides])}
     ours, theirs = [], []
     for _ in range(repeats):
         ours.append(run_worker("train", [*train_argv, *args.overrides]))
@@ -327,6 +546,7 @@ def measure_all(args: argparse.Namespace, repeats: int, peer: JoeyPeer | None) -
             report["peer"]["decoding"] = {"skipped": "no --peer-checkpoint: Joey's decoding was not measured"}
             print("note: no --peer-checkpoint, so Joey's decoding was not measured", file=sys.stderr)
         report["ratios"] = ratios(report)
+    add_efficiency(report)
     return report
 
 
@@ -357,6 +577,33 @@ def combine_decoding(runs: list[dict]) -> dict:
     return out
 
 
+def three_digits(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+def add_efficiency(report: dict) -> None:
+    """GFLOP/s achieved (FLOPs per token or sentence x the median rate) and their share of the matmul peak.
+
+    Training is held to the peak of its precision where that was measured (bf16/fp16), else to fp32's;
+    decoding (always fp32) to fp32's. In place, on our entries (the peer's FLOPs are not counted).
+    """
+    peak, t = report.get("peak") or {}, report["training"]
+    if t.get("flops_per_token"):
+        precision = t.get("precision", "fp32")
+        t["peak_used"] = precision if peak.get(f"{precision}_gflops") else "fp32"
+        t["gflops"] = three_digits(t["flops_per_token"] * t["tokens_per_sec"] / 1e9)
+        t["share_of_peak"] = share(t["gflops"], peak.get(f"{t['peak_used']}_gflops"))
+    d = report.get("decoding")
+    for name, _ in SEARCHES if d else ():
+        entry = d[name]
+        entry["gflops"] = three_digits(entry["flops_per_sentence"] * entry["sentences_per_sec"] / 1e9)
+        entry["share_of_peak"] = share(entry["gflops"], peak.get("fp32_gflops"))
+
+
+def share(gflops: float, peak: float | None) -> float | None:
+    return float(f"{gflops / peak:.3g}") if peak else None
+
+
 def ratio(ours: float, theirs: float) -> float | None:
     return round(ours / theirs, 2) if theirs else None
 
@@ -374,6 +621,35 @@ def ratios(report: dict) -> dict[str, float | None]:
             for s, _ in SEARCHES
         },
     }
+
+
+def efficiency_text(entry: dict | None) -> str:
+    """'12.3 (4.5% of the fp32 peak)', or '—' where FLOPs were not counted."""
+    if not entry or entry.get("gflops") is None:
+        return "—"
+    share = entry.get("share_of_peak")
+    return f"{entry['gflops']:,}" + (f" ({share:.1%} of the {entry.get('peak_used', 'fp32')} peak)" if share else "")
+
+
+def efficiency_rows(report: dict) -> list[tuple[str, str]]:
+    """(measurement, our value): the matmul peak, training's and decoding's GFLOP/s, the analytically counted ops."""
+    peak, t, d = report.get("peak") or {}, report["training"], report.get("decoding")
+    bf16 = peak.get("bf16_gflops")
+    rows = [
+        (
+            f"matmul peak fp32 (bf16), GFLOP/s, n={peak.get('matmul_n', '—')}",
+            f"{peak['fp32_gflops']:,} ({f'{bf16:,}' if bf16 else peak.get('bf16_note', '—')})" if peak else "—",
+        ),
+        (
+            "training GFLOP/s (share of peak)",
+            efficiency_text(t) + (f"; {t['flops_per_token']:,} FLOPs/token" if t.get("flops_per_token") else ""),
+        ),
+    ]
+    for name, _ in SEARCHES:
+        rows.append((f"decoding {name} GFLOP/s (share of peak)", efficiency_text(d[name] if d else None)))
+    analytic = {op for e in (t, d or {}) for op, how in e.get("uncounted_ops", {}).items() if how == "analytic"}
+    rows.append(("ops with no FlopCounterMode formula, counted analytically", ", ".join(sorted(analytic)) or "none"))
+    return rows
 
 
 def markdown(report: dict) -> str:
@@ -398,6 +674,7 @@ def markdown(report: dict) -> str:
                 f"(BLEU {d[name]['bleu']}) |"
             )
         rows.append(f"| decoding peak RSS | {d['peak_rss_mb']} MB |")
+    rows += [f"| {what} | {value} |" for what, value in efficiency_rows(report)]
     return "\n".join(rows)
 
 
@@ -434,6 +711,7 @@ def markdown_with_peer(report: dict) -> str:
             f"| decoding {search}: sentences/s | {ours} | {theirs} | {fmt(ratios.get(search + '_sentences_per_sec'))} |"
         )
     rows.append(f"| threads / device | {t['threads']} / {t['device']} | {pt['threads']} | |")
+    rows += [f"| {what} | {value} | — | |" for what, value in efficiency_rows(report)]  # Joey's FLOPs: not counted
     return "\n".join(rows)
 
 
@@ -456,6 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer-venv", default="~/.cache/seq2seq/joeynmt-venv", help="Joey's own venv (made if missing)"
     )
     parser.add_argument("--peer-timeout", type=float, default=1800, help="seconds before a Joey run is killed")
+    parser.add_argument("--flop-steps", type=int, default=3, help="training steps whose FLOPs are counted (0: none)")
+    parser.add_argument(
+        "--flop-sentences", type=int, default=200, help="test sentences decoded to count FLOPs (0: all)"
+    )
+    parser.add_argument("--matmul-n", type=int, help="size of the peak's square matmul (default: 4096 GPU, 2048 CPU)")
     parser.add_argument("--out", default="benchmark.json")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--batch-sentences", type=int, help=argparse.SUPPRESS)
@@ -473,6 +756,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--peer-checkpoint needs --peer joeynmt")
     if args.warmup_steps < 0 or args.windows < 1 or args.window_steps < 1:
         parser.error("--windows and --window-steps must be at least 1, --warmup-steps at least 0")
+    if args.flop_steps < 0 or args.flop_sentences < 0:
+        parser.error("--flop-steps and --flop-sentences must be at least 0")
     repeats = args.repeats or (2 if args.peer else 1)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

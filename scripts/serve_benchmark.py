@@ -2,16 +2,19 @@
 
     python scripts/serve_benchmark.py --checkpoint PATH/TO/best.pt --src PATH/TO/test_2016_flickr.de[.gz]
         [--sentences 1000] [--clients 1 8 32] [--beam-size 1] [--device cpu]
-        [--max-batch-sentences 32] [--max-wait-ms 5] [--out serve_benchmark.json]
+        [--max-batch-sentences 32] [--max-wait-ms 5] [--quantize int8] [--serve-args "--threads 1"]
+        [--out serve_benchmark.json]
 
 1. `python -m seq2seq.translate` translates the first --sentences non-empty lines of --src (same
    checkpoint, same beam size) in one process; its wall time, less that of the same command on empty
-   input (start-up: imports and loading the checkpoint), gives its sentences per second. Its output is
+   input (start-up: imports and loading the checkpoint), each the median of --translate-runs (3) runs,
+   gives its sentences per second. Its output is
    the reference for every response of the server.
 2. `python -m seq2seq.serve` starts on a free loopback port; for each --clients N, N threads (each with
    its own keep-alive connection) share the sentences, posting one sentence per request and timing each.
    Reported: sentences per second over the whole round, p50/p99 latency, the number of decoding batches
-   (GET /health), and the wrong (text differs from translate's) and missing (error, timeout) responses,
+   (GET /health), the CPU seconds the round cost the clients (this process) and the server (Linux), and
+   the wrong (text differs from translate's) and missing (error, timeout) responses,
    which must both be 0.
 
 Prints a markdown table and writes everything to --out as JSON. Exits with 1 when any response was wrong
@@ -25,7 +28,10 @@ import gzip
 import http.client
 import json
 import os
+import resource
+import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="for both translate and the server (default: cpu)")
     parser.add_argument("--max-batch-sentences", type=int, default=32, help="passed to seq2seq.serve")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="passed to seq2seq.serve")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="for translate and serve")
+    parser.add_argument("--translate-runs", type=int, default=3, help="timings of translate (the median is used)")
+    parser.add_argument("--serve-args", default="", help='more options for seq2seq.serve, e.g. "--threads 1"')
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request before it counts missing")
     parser.add_argument("--out", type=Path, default=Path("serve_benchmark.json"))
     return parser
@@ -82,7 +91,7 @@ def run_translate(args: argparse.Namespace, sentences: list[str], folder: Path) 
     source = folder / f"src_{len(sentences)}.txt"
     source.write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
     command = [sys.executable, "-m", "seq2seq.translate", args.checkpoint, "--beam-size", str(args.beam_size)]
-    command += ["--device", args.device]
+    command += ["--device", args.device, "--quantize", args.quantize]
     begin = time.perf_counter()
     with source.open("rb") as stdin:
         done = subprocess.run(command, stdin=stdin, capture_output=True, check=False)
@@ -93,13 +102,16 @@ def run_translate(args: argparse.Namespace, sentences: list[str], folder: Path) 
 
 
 def measure_translate(args: argparse.Namespace, sentences: list[str], folder: Path) -> tuple[list[str], dict]:
-    expected, seconds = run_translate(args, sentences, folder)
-    _, startup = run_translate(args, [], folder)
+    """translate's output and its sentences/s: the medians of --translate-runs timings, with and without input."""
+    runs = [run_translate(args, sentences, folder) for _ in range(args.translate_runs)]
+    expected = runs[0][0]
+    seconds = statistics.median(t for _, t in runs)
+    startup = statistics.median(run_translate(args, [], folder)[1] for _ in range(args.translate_runs))
     if len(expected) != len(sentences):
         sys.exit(f"serve_benchmark: translate wrote {len(expected)} lines for {len(sentences)} sentences")
     decoding = max(seconds - startup, 1e-9)
     row = {"mode": "translate (command line)", "clients": None, "sentences": len(sentences)}
-    row |= {"seconds": round(seconds, 2), "startup_seconds": round(startup, 2)}
+    row |= {"seconds": round(seconds, 2), "startup_seconds": round(startup, 2), "runs": args.translate_runs}
     row |= {"sentences_per_sec": round(len(sentences) / decoding, 1), "p50_ms": None, "p99_ms": None}
     return expected, row | {"wrong": 0, "missing": 0, "batches": None}
 
@@ -115,7 +127,7 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
     command = [sys.executable, "-m", "seq2seq.serve", args.checkpoint, "--host", HOST, "--port", str(port)]
     command += ["--device", args.device, "--max-batch-sentences", str(args.max_batch_sentences)]
     command += ["--max-wait-ms", str(args.max_wait_ms), "--max-queued-sentences", str(max(args.clients) * 4 + 100)]
-    command += ["--log-level", "warning"]
+    command += ["--log-level", "warning", "--quantize", args.quantize, *shlex.split(args.serve_args)]
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + 120
@@ -160,7 +172,18 @@ class Client:
             return None
 
 
-def measure_round(args: argparse.Namespace, port: int, sentences: list[str], expected: list[str], clients: int) -> dict:
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by this process (all its threads), or by process `pid` (Linux)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
+
+
+def measure_round(
+    args: argparse.Namespace, port: int, sentences: list[str], expected: list[str], clients: int, server_pid: int
+) -> dict:
     """`clients` threads share the sentences, one request each; throughput, latency and correctness."""
     latencies: list[float] = [0.0] * len(sentences)
     answers: list[str | None] = [None] * len(sentences)
@@ -178,6 +201,7 @@ def measure_round(args: argparse.Namespace, port: int, sentences: list[str], exp
             latencies[i] = time.perf_counter() - begin
 
     before = health(port)
+    cpu_before = cpu_seconds(), cpu_seconds(server_pid) if Path(f"/proc/{server_pid}").exists() else None
     threads = [threading.Thread(target=work) for _ in range(clients)]
     begin = time.perf_counter()
     for thread in threads:
@@ -185,18 +209,24 @@ def measure_round(args: argparse.Namespace, port: int, sentences: list[str], exp
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - begin
+    client_cpu = cpu_seconds() - cpu_before[0]
+    server_cpu = None if cpu_before[1] is None else cpu_seconds(server_pid) - cpu_before[1]
+    client_cpu = cpu_seconds() - cpu_before[0]
+    server_cpu = None if cpu_before[1] is None else cpu_seconds(server_pid) - cpu_before[1]
     batches = health(port)["batches"] - before["batches"]
     missing = sum(answer is None for answer in answers)
     wrong = sum(answer is not None and answer != want for answer, want in zip(answers, expected))
     row = {"mode": "serve", "clients": clients, "sentences": len(sentences), "seconds": round(seconds, 2)}
     row |= {"sentences_per_sec": round(len(sentences) / seconds, 1)}
     row |= {"p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+    row |= {"client_cpu_s": round(client_cpu, 1), "server_cpu_s": None if server_cpu is None else round(server_cpu, 1)}
     return row | {"wrong": wrong, "missing": missing, "batches": batches}
 
 
 # ------------------------------------------------------------------------------------------ report
 def markdown(rows: list[dict]) -> str:
-    columns = ["mode", "clients", "sentences", "sentences_per_sec", "p50_ms", "p99_ms", "batches", "wrong", "missing"]
+    columns = ["mode", "clients", "sentences", "sentences_per_sec", "p50_ms", "p99_ms", "batches"]
+    columns += ["client_cpu_s", "server_cpu_s", "wrong", "missing"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join("—" if row.get(c) is None else str(row[c]) for c in columns) + " |")
@@ -205,8 +235,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sentences < 1 or min(args.clients) < 1:
-        print("serve_benchmark: --sentences and every --clients must be >= 1", file=sys.stderr)
+    if args.sentences < 1 or min(args.clients) < 1 or args.translate_runs < 1:
+        print("serve_benchmark: --sentences, --translate-runs and every --clients must be >= 1", file=sys.stderr)
         return 2
     try:
         sentences = read_sentences(args.src, args.sentences)
@@ -225,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(args, port, folder / "server.log")
         try:
             Client(port, args.beam_size, args.timeout).translate(sentences[0])  # warm-up
-            rows = [cli_row] + [measure_round(args, port, sentences, expected, n) for n in args.clients]
+            rows = [cli_row] + [measure_round(args, port, sentences, expected, n, server.pid) for n in args.clients]
         finally:
             server.terminate()
             try:

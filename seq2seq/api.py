@@ -316,13 +316,14 @@ def create_app(
     defaults: DecodeSettings | None = None,
     max_batch_sentences: int = 32,
     max_wait_ms: float = 5.0,
+    decoders: int = 1,
 ) -> FastAPI:
     """The FastAPI app; its batcher starts and stops with the app's lifespan (uvicorn, or `with TestClient(app)`)."""
     defaults = defaults or DecodeSettings(1, 1, translator.decode.alpha, False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher = DynamicBatcher(translator, max_batch_sentences, max_wait_ms, limits.max_queued_sentences)
+        batcher = DynamicBatcher(translator, max_batch_sentences, max_wait_ms, limits.max_queued_sentences, decoders)
         batcher.start()
         app.state.batcher = batcher
         try:
@@ -336,7 +337,7 @@ def create_app(
         lifespan=lifespan,
     )
     info = {**info, "limits": asdict(limits), "defaults": asdict(defaults)}
-    info["batching"] = {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms}
+    info["batching"] = {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms, "decoders": decoders}
     info["features"] = {  # what the page offers
         "attention": translator.attention_problem(1) is None,
         "attention_with_beam": translator.attention_problem(2) is None,

@@ -11,7 +11,9 @@ and the context is sum_j a_j v_j.
 - `luong_dot`:            score(q, k) = q^T k   (q and k must have one size)
 
 The key projection (W_k k or W k) depends only on the encoder outputs, so it is
-computed once per batch by `project_keys`, not at every decoder step.
+computed once per batch by `project_keys`, not at every decoder step. The queries
+may be one step's (search) or every step's at once (training without input feeding,
+where the decoder RNN runs over the whole target before attention).
 """
 
 from __future__ import annotations
@@ -42,17 +44,17 @@ class Attention(nn.Module):
         return memory if self.kind == "luong_dot" else self.key_layer(memory)
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query: (batch, query_size); keys: from `project_keys`; values: (batch, src_len, value_size);
-        mask: (batch, src_len), True at real tokens.
+        """query: (batch, steps, query_size), one query per decoder step (steps = 1 in search); keys: from
+        `project_keys`; values: (batch, src_len, value_size); mask: (batch, src_len), True at real tokens.
 
-        Returns context (batch, value_size) and weights (batch, src_len), each row summing to 1.
+        Returns context (batch, steps, value_size) and weights (batch, steps, src_len), each row summing to 1.
         """
         if self.kind == "bahdanau":
-            q = self.query_layer(query).unsqueeze(1)  # (batch, 1, attention)
-            scores = self.energy(torch.tanh(q + keys)).squeeze(2)  # (batch, src_len)
+            q = self.query_layer(query).unsqueeze(2)  # (batch, steps, 1, attention)
+            scores = self.energy(torch.tanh(q + keys.unsqueeze(1))).squeeze(3)  # (batch, steps, src_len)
         else:
-            scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)  # (batch, src_len)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=1)  # (batch, src_len)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (batch, value_size)
+            scores = torch.bmm(keys, query.transpose(1, 2)).transpose(1, 2)  # (batch, steps, src_len)
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=2)  # (batch, steps, src_len)
+        context = torch.bmm(weights, values)  # (batch, steps, value_size)
         return context, weights

@@ -8,9 +8,11 @@ up to `max_batch_sentences`. Jobs of other keys wait for a later batch, and the 
 A job is never split: a job larger than `max_batch_sentences` is decoded alone (`decode` batches it further).
 
 While the worker decodes, new jobs pile up, so under load the batches fill by themselves and nobody waits
-`max_wait_ms` on top. One thread, not several: two decodes at once share the same CPU cores and are not
-faster together. Callers in an asyncio event loop await `asyncio.wrap_future(future)`, so the loop is free
-while the worker decodes.
+`max_wait_ms` on top. `workers` > 1 runs that many decoding threads, each taking the next batch: on a CPU,
+with one PyTorch thread per decode (`torch.set_num_threads(1)`), two small batches on two cores go faster
+than one batch whose matrix products are split across both (docs/benchmarks.md, serving under load).
+Callers in an asyncio event loop await `asyncio.wrap_future(future)`, so the loop is free while the
+workers decode.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class BatchStats:
 
 
 class DynamicBatcher:
-    """Groups jobs by key into bounded batches and decodes them, one batch at a time, in a worker thread."""
+    """Groups jobs by key into bounded batches and decodes them in `workers` threads, one batch per thread."""
 
     def __init__(
         self,
@@ -63,9 +65,10 @@ class DynamicBatcher:
         max_batch_sentences: int = 32,
         max_wait_ms: float = 5.0,
         max_queued_sentences: int = 1000,
+        workers: int = 1,
     ) -> None:
-        if max_batch_sentences < 1 or max_wait_ms < 0 or max_queued_sentences < 1:
-            raise ValueError("max_batch_sentences and max_queued_sentences must be >= 1, max_wait_ms >= 0")
+        if max_batch_sentences < 1 or max_wait_ms < 0 or max_queued_sentences < 1 or workers < 1:
+            raise ValueError("max_batch_sentences, max_queued_sentences and workers must be >= 1, max_wait_ms >= 0")
         self.decode = decode
         self.max_batch_sentences = max_batch_sentences
         self.max_wait = max_wait_ms / 1000.0
@@ -74,18 +77,22 @@ class DynamicBatcher:
         self._cond = threading.Condition()
         self._closed = False
         self._stats = BatchStats()
-        self._thread = threading.Thread(target=self._run, name="seq2seq-decoder", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"seq2seq-decoder-{i}", daemon=True) for i in range(workers)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Decode what is queued, then stop the worker."""
+        """Decode what is queued, then stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def stats(self) -> BatchStats:
         with self._cond:
@@ -113,18 +120,17 @@ class DynamicBatcher:
     def _next_group(self) -> list[Job] | None:
         """The next batch's jobs, after the oldest one has waited `max_wait`; None once closed and empty."""
         with self._cond:
-            while not self._pending:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            deadline = self._pending[0].arrived + self.max_wait
-            while not self._closed:
+            while True:  # looked at afresh after every wait: another worker may have taken the jobs
+                if not self._pending:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                    continue
                 group, full = self._select()
-                remaining = deadline - time.monotonic()
-                if full or remaining <= 0:
+                remaining = self._pending[0].arrived + self.max_wait - time.monotonic()
+                if full or remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
-            group, _ = self._select()
             for job in group:
                 self._pending.remove(job)
             self._stats.queued_sentences -= sum(len(job.sentences) for job in group)

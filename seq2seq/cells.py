@@ -22,7 +22,10 @@ A recurrent cell applies the *same* weights at every time step:
 
 The encoder runs a whole sequence at once with PyTorch's fused `nn.RNN`/`nn.GRU`/
 `nn.LSTM` (one kernel over all time steps); the decoder, which must interleave
-attention with recurrence, steps a stack of `nn.*Cell`s. `cell_equations` spells
+attention with recurrence, steps a stack of `nn.*Cell`s. When nothing computed
+after a step feeds the next one (no input feeding, every input token known:
+training with teacher forcing), `StackedCell.sequence` runs the same cells' weights
+through the fused kernel instead. `cell_equations` spells
 the formulas out with the same weights: the tests hold both fused kernels to it
 (and to a NumPy version), and it is what gate introspection reads.
 """
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+FUSED_KERNELS = {"rnn": torch.rnn_tanh, "gru": torch.gru, "lstm": torch.lstm}  # what nn.RNN/GRU/LSTM call
 CELL_CLASSES = {"rnn": (nn.RNN, nn.RNNCell), "gru": (nn.GRU, nn.GRUCell), "lstm": (nn.LSTM, nn.LSTMCell)}
 
 
@@ -97,6 +101,20 @@ class StackedCell(nn.Module):
             x = h
         return x, CellState(tuple(hidden), tuple(cells) if self.kind == "lstm" else None)
 
+    def sequence(self, x: Tensor, state: CellState) -> Tensor:
+        """All time steps at once: x (batch, steps, input_size) -> the top layer's outputs (batch, steps, hidden).
+
+        The fused kernel of `nn.GRU` (`nn.LSTM`, `nn.RNN`) with this stack's weights, in the same layout, and
+        the same dropout between layers: equal to calling `forward` step by step (tests/test_model.py).
+        """
+        weights = [w for layer in self.layers for w in (layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh)]
+        hidden = torch.stack(state.hidden)  # (layers, batch, hidden)
+        args = (weights, True, len(self.layers), self.dropout.p, self.training, False, True)
+        if self.kind == "lstm":
+            assert state.cell is not None
+            return torch.lstm(x, (hidden, torch.stack(state.cell)), *args)[0]
+        return FUSED_KERNELS[self.kind](x, hidden, *args)[0]
+
 
 def cell_equations(
     cell: str, x: Tensor, h: Tensor, c: Tensor | None, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
@@ -109,6 +127,14 @@ def cell_equations(
     """
     gi = x @ w_ih.T + b_ih  # the input's contribution, (batch, gates*hidden)
     gh = h @ w_hh.T + b_hh  # the previous state's contribution
+    return gate_equations(cell, gi, gh, h, c)
+
+
+def gate_equations(
+    cell: str, gi: Tensor, gh: Tensor, h: Tensor, c: Tensor | None
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """The gates from the input's and the state's contributions gi = W_ih x + b_ih and gh = W_hh h + b_hh,
+    each (batch, gates*hidden): what `cell_equations` and the int8 cells (`seq2seq.quantize`) share."""
     if cell == "rnn":
         h_new = torch.tanh(gi + gh)
         return h_new, None, {"hidden": h_new}

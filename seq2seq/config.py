@@ -87,7 +87,7 @@ class ModelConfig:
     bidirectional: bool = True  # bidirectional encoder
     dropout: float = 0.2  # between layers and on embeddings / readout
     readout_size: int | None = None  # pre-output layer width; null: embedding_size
-    input_feeding: bool = True  # feed the previous attentional vector to the decoder (attention only)
+    input_feeding: bool = True  # feed the last attentional vector back (attention only); false: fused RNN in training
     tie_embeddings: bool = False  # target embedding shares the output projection (needs readout_size == embedding_size)
 
 

@@ -13,6 +13,11 @@ the encoder's final state: it initialises s_0 (through the bridge) and is fed at
 every step (Cho et al., 2014). With attention, c_t is recomputed at every step
 from all encoder outputs, and with input feeding r_{t-1} joins the next input
 (Luong et al., 2015), so the decoder knows what it attended to before.
+
+Input feeding is also what forces training to step: without it (`input_feeding=false`,
+or no attention) s_t depends only on the tokens y_<t, so under full teacher forcing
+`forward` runs the RNN over the whole target in one fused kernel and then attention,
+readout and output projection for all steps at once: the same numbers, far fewer ops.
 """
 
 from __future__ import annotations
@@ -115,9 +120,27 @@ class Decoder(nn.Module):
         if self.attention is None:
             context, weights = memory.context, None
         else:
-            context, weights = self.attention(output, memory.keys, memory.values, memory.mask)
+            context, weights = self.attention(output.unsqueeze(1), memory.keys, memory.values, memory.mask)
+            context, weights = context.squeeze(1), weights.squeeze(1)  # (batch, encoder), (batch, src_len)
         readout = torch.tanh(self.readout(torch.cat([output, context, embedded], dim=1)))  # (batch, readout)
         return readout, DecoderState(rnn_state, readout if self.input_feeding else None), weights
+
+    def all_steps(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> Tensor:
+        """`step` over every position of tgt_in (batch, tgt_len) at once -> readouts (batch, tgt_len, readout).
+
+        Only without input feeding, where the RNN's inputs are known in advance: one fused RNN call, then
+        attention, readout and the output projection over all steps (the Luong order makes this exact).
+        """
+        assert not self.input_feeding, "with input feeding each step needs the previous readout"
+        embedded = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, embedding)
+        steps = tgt_in.size(1)
+        if self.attention is None:
+            context = memory.context.unsqueeze(1).expand(-1, steps, -1)  # (batch, tgt_len, encoder)
+            output = self.rnn.sequence(torch.cat([embedded, context], dim=2), state.rnn)  # (batch, tgt_len, hidden)
+        else:
+            output = self.rnn.sequence(embedded, state.rnn)
+            context, _ = self.attention(output, memory.keys, memory.values, memory.mask)  # (batch, tgt_len, encoder)
+        return torch.tanh(self.readout(torch.cat([output, context, embedded], dim=2)))  # (batch, tgt_len, readout)
 
     def logits(self, readout: Tensor) -> Tensor:
         """readout (..., readout_size) -> unnormalised scores over the target vocabulary (..., vocab)."""
@@ -130,6 +153,7 @@ class Decoder(nn.Module):
         state: DecoderState,
         teacher_forcing_ratio: float = 1.0,
         generator: torch.Generator | None = None,
+        step_by_step: bool = False,
     ) -> Tensor:
         """Run over a whole target sentence; returns logits (batch, tgt_len, vocab).
 
@@ -137,9 +161,12 @@ class Decoder(nn.Module):
         decoder is fed the gold previous token with probability `teacher_forcing_ratio`
         (one draw per step, for the whole batch); otherwise its own previous prediction,
         as at inference. Ratio 1 is plain teacher forcing: fast, but the model never
-        learns to recover from its own mistakes (exposure bias).
+        learns to recover from its own mistakes (exposure bias). Without input feeding, ratio 1
+        runs `all_steps` (one fused RNN call) unless `step_by_step` (the insight probe hooks each step).
         """
         steps = tgt_in.size(1)
+        if teacher_forcing_ratio >= 1.0 and not self.input_feeding and not step_by_step:
+            return self.logits(self.all_steps(tgt_in, state, memory))  # no step loop at all
         if teacher_forcing_ratio >= 1.0:
             readouts = []
             for t in range(steps):

@@ -157,7 +157,8 @@ def trace_batch(model: Seq2Seq, batch: Batch) -> BatchTrace:
         memory, state = model.memory_from_encoder(enc.outputs, enc.summary, batch.src)
         handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
         try:
-            logits = model.decoder(batch.tgt_in, memory, state)  # (batch, tgt_len, vocab), teacher forcing
+            # (batch, tgt_len, vocab), teacher forcing, one cell call per step (the hooks read each step)
+            logits = model.decoder(batch.tgt_in, memory, state, step_by_step=True)
         finally:
             for handle in handles:
                 handle.remove()

@@ -1,6 +1,7 @@
 """Translation as a service: a JSON API with dynamic batching, and a page that draws the attention.
 
     python -m seq2seq.serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000] [--device auto]
+                            [--quantize int8]
                             [--max-batch-sentences N] [--max-wait-ms M] [--max-lines L] ...
 
 CHECKPOINT is a best.pt / last.pt / averaged.pt file written by seq2seq.train, or a run folder (as for
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import Config, ConfigError
 from seq2seq.device import resolve_device
 from seq2seq.model import count_parameters
+from seq2seq.quantize import QUANTIZATIONS, quantize_int8
 from seq2seq.results import RunResults
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.translate import checkpoint_path
@@ -104,9 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="int8: 8-bit decoder weights (CPU)")
+    parser.add_argument("--threads", type=int, help="PyTorch CPU threads per decoder (default: cores / decoders)")
     batching = parser.add_argument_group("dynamic batching")
     batching.add_argument("--max-batch-sentences", type=int, default=32, help="sentences per decoding batch")
     batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    batching.add_argument("--decoders", type=int, help="decoding threads, one batch each (default: 2 on a CPU)")
     group = parser.add_argument_group("request limits")
     for name, value in vars(limits).items():
         kind = type(value)
@@ -117,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_arguments(args: argparse.Namespace) -> str | None:
     """What is wrong with the numbers on the command line, or None."""
-    for name in ("port", "max_batch_sentences", "max_body_bytes", "max_lines", "max_line_chars", "max_beam_size"):
+    for name in ("threads", "decoders"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            return f"--{name} must be positive, not {getattr(args, name)}"
+    counts = ("max_batch_sentences", "max_body_bytes", "max_lines", "max_line_chars", "max_beam_size")
+    for name in ("port", *counts):
         if getattr(args, name) < (0 if name == "port" else 1):
             return f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
     if args.max_queued_sentences < args.max_lines:
@@ -125,6 +135,19 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     if not args.max_wait_ms >= 0 or not args.max_alpha >= 0:
         return "--max-wait-ms and --max-alpha must be >= 0"
     return None
+
+
+def decoding_threads(args: argparse.Namespace, device: torch.device) -> int:
+    """The number of decoders (`--decoders`), after setting PyTorch's CPU threads (`--threads`) to share the cores.
+
+    On a CPU the default is 2 decoders of cores / 2 threads each (at least 1): small batches cannot keep
+    several cores busy inside one matrix product, two batches side by side can (docs/benchmarks.md, serving
+    under load). On a GPU one decoder feeds it.
+    """
+    decoders = args.decoders or (2 if device.type == "cpu" and (os.cpu_count() or 1) > 1 else 1)
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // decoders))
+    return decoders
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         device = resolve_device(args.device, "--device")
+        decoders = decoding_threads(args, device)
         model, tokenizer, config = load_models(args.checkpoints, device)
+        info = model_info(model, tokenizer, config, args.checkpoints, device) | {"quantize": args.quantize}
+        if args.quantize == "int8":
+            quantize_int8(model)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.serve: {exc}", file=sys.stderr)
         return 2
@@ -152,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         min(config.decode.beam_size, limits.max_beam_size), 1, min(config.decode.alpha, limits.max_alpha), False
     )
     translator = api.Translator(model, tokenizer, config.decode)
-    info = model_info(model, tokenizer, config, args.checkpoints, device)
-    app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms)
+    app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders)
     log.info("serving %s on http://%s:%d (page: /, API docs: /docs)", ", ".join(args.checkpoints), args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,7 +1,7 @@
 """Translate standard input with a checkpoint: exactly one output line per input line, in order.
 
     python -m seq2seq.translate CHECKPOINT [CHECKPOINT ...] [--beam-size N] [--nbest K] [--batch-size B]
-        [--alignment [pieces|words]] [--device D] < in > out
+        [--alignment [pieces|words]] [--device D] [--quantize int8] < in > out
 
 CHECKPOINT is a best.pt / last.pt file written by seq2seq.train, or a run folder (outputs/DATE/TIME),
 which stands for its checkpoints/best.pt; several checkpoints decode as an ensemble (seq2seq.ensemble).
@@ -29,6 +29,7 @@ from seq2seq.config import ConfigError, DecodeConfig, validate_decode
 from seq2seq.device import resolve_device
 from seq2seq.ensemble import Translator, load_models
 from seq2seq.inference import attention_for, translate_sentences
+from seq2seq.quantize import QUANTIZATIONS, quantize_int8
 from seq2seq.results import RunResults
 from seq2seq.search import Hypothesis
 from seq2seq.tokenizer import Tokenizer
@@ -53,6 +54,12 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len-b", type=int)
     parser.add_argument("--batch-size", type=int, help="sentences per decoding batch")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="int8: the decoder's matrix products with 8-bit weights on the CPU (faster; docs/decoding.md)",
+    )
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -76,6 +83,9 @@ def load_for_decoding(args: argparse.Namespace, **extra: int | None):  # noqa: A
     checkpoint's, overridden by the command line)."""
     device = resolve_device(args.device, "--device")
     model, tokenizer, config = load_models([checkpoint_path(c) for c in args.checkpoint], device)
+    if args.quantize == "int8":
+        quantize_int8(model)
+        log.info("decoding with int8 weights in the decoder (--quantize int8)")
     if len(args.checkpoint) > 1:
         log.info("decoding with an ensemble of %d models", len(args.checkpoint))
     overrides = {

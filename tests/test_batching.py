@@ -128,3 +128,43 @@ def test_a_full_queue_refuses_and_close_drains(recorder):
     assert first.result(0) == ["warm:x"] and waiting.result(0) == ["a:1", "a:2", "a:3"]
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit("a", ["late"])
+
+
+def test_two_workers_decode_two_batches_at_once_and_lose_nothing():
+    """With workers=2 a second batch starts while the first is still decoding (the barrier needs both),
+    and many concurrent jobs each get exactly their own results."""
+    barrier = threading.Barrier(2, timeout=10)
+    calls: list[int] = []
+
+    def decode(key: object, sentences: list[str]) -> list[str]:
+        if not calls:
+            calls.append(1)
+            barrier.wait()  # the first batch waits until another batch is decoding beside it
+        elif len(calls) == 1:
+            calls.append(2)
+            barrier.wait()
+        return [f"{key}:{s}" for s in sentences]
+
+    batcher = started(decode, max_batch_sentences=2, max_wait_ms=0, workers=2)  # type: ignore[arg-type]
+    first, second = batcher.submit("a", ["1", "2"]), batcher.submit("a", ["3", "4"])
+    assert first.result(10) == ["a:1", "a:2"] and second.result(10) == ["a:3", "a:4"]
+    jobs = [(f"k{i % 3}", [f"{i}.{j}" for j in range(i % 4 + 1)]) for i in range(60)]
+    futures: list = [None] * len(jobs)
+
+    def client(indices: range) -> None:
+        for i in indices:
+            futures[i] = batcher.submit(*jobs[i])
+
+    threads = [threading.Thread(target=client, args=(range(i, 60, 4),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [f.result(10) for f in futures] == [[f"{key}:{s}" for s in sentences] for key, sentences in jobs]
+    batcher.close()
+    assert batcher.stats().requests == 62 and batcher.stats().queued_sentences == 0
+
+
+def test_workers_must_be_positive(recorder):
+    with pytest.raises(ValueError, match="workers"):
+        DynamicBatcher(recorder, workers=0)

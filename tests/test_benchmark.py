@@ -11,13 +11,17 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 import yaml
+from torch import nn
 
 from seq2seq.compose import compose
-from seq2seq.data import prepare_data, token_batches
+from seq2seq.data import make_batch, prepare_data, token_batches
+from seq2seq.optim import TrainStep
 from seq2seq.run import train
 
 from .conftest import REPO, tiny_overrides
+from .tiny_models import CORPUS, corpus_lines, tiny_model, tiny_tokenizer
 
 SCRIPTS = REPO / "scripts"
 
@@ -69,6 +73,7 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
             "2",
             "--out",
             out,
+            *("--flop-steps", "2", "--flop-sentences", "20", "--matmul-n", "256"),
             *TINY,
             f"tokenizer.cache_dir={spm_cache}",
             f"data.cache_dir={spm_cache}",
@@ -86,6 +91,142 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
     assert report["decoding"]["greedy"]["sentences_per_sec"] > 0 and "bleu" in report["decoding"]["beam5"]
     assert 0 < report["decoding"]["greedy"]["words_per_sentence"] < 50  # the output length behind the speed
     assert "| training target tokens/s" in proc.stdout
+    peak, training = report["peak"], report["training"]
+    assert peak["fp32_gflops"] > 0 and peak["matmul_n"] == 256 and "bf16_gflops" in peak
+    assert training["flop_steps"] == 2 and training["flops_per_token"] > 0 and training["gflops"] > 0
+    assert training["share_of_peak"] > 0 and training["peak_used"] == "fp32"
+    assert training["flops_per_token_by_op"]["aten.mm"] > 0 and "aten.sigmoid_backward" in training["uncounted_ops"]
+    assert report["decoding"]["flop_sentences"] == 20 and report["decoding"]["uncounted_ops"]
+    for search in ("greedy", "beam5"):
+        entry = report["decoding"][search]
+        assert entry["flops"] == pytest.approx(entry["flops_per_sentence"] * 500, rel=1e-3) and entry["gflops"] > 0
+        assert entry["share_of_peak"] > 0
+    assert report["decoding"]["beam5"]["flops_per_sentence"] > report["decoding"]["greedy"]["flops_per_sentence"]
+    assert "| training GFLOP/s (share of peak) |" in proc.stdout and "| decoding beam5 GFLOP/s" in proc.stdout
+
+
+# --- efficiency: FLOPs (FlopCounterMode + the fused RNN kernels, analytically) and the matmul peak ----------
+
+
+@pytest.fixture
+def one_thread():
+    """Counting runs Python for every op: one thread keeps tiny ops from waiting on a busy machine's others."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def lstm_flops_by_hand(batch: int, steps: int, inputs: int, hidden: int, layers: int, directions: int) -> int:
+    """Forward FLOPs of nn.LSTM: per layer, direction and step 2 * batch * 4H * (input + H)."""
+    sizes = [inputs] + [hidden * directions] * (layers - 1)
+    return sum(2 * batch * steps * 4 * hidden * (size + hidden) * directions for size in sizes)
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_fused_rnn_flops_by_hand_and_against_the_visible_path(one_thread):
+    """The analytic count of the fused LSTM kernel equals the formula, and FlopCounterMode's own count of the
+    same LSTM run as visible matmuls (oneDNN off), up to the one product the visible path skips: dh0."""
+    torch.manual_seed(0)
+    batch, steps, inputs, hidden, layers = 3, 5, 4, 6, 2
+    lstm = nn.LSTM(inputs, hidden, num_layers=layers, bidirectional=True, batch_first=True)
+    x = torch.randn(batch, steps, inputs, requires_grad=True)
+    forward = lstm_flops_by_hand(batch, steps, inputs, hidden, layers, 2)
+    h0_grads = layers * 2 * 2 * batch * 4 * hidden * hidden  # dh0 = dgates @ W_hh: skipped, h0 needs no grad
+    counts = {}
+    for fused in (True, False):
+        with torch.backends.mkldnn.flags(enabled=fused):
+            assert benchmark.count_flops(lambda: lstm(x)).total == forward
+            counts[fused] = benchmark.count_flops(lambda: lstm(x)[0].sum().backward())
+    assert counts[True].total == 3 * forward  # backward: the input and the weight gradients, each = forward
+    assert counts[False].total == 3 * forward - h0_grads
+    assert (
+        set(counts[False].by_op) <= {"aten.mm", "aten.addmm"} and "aten.mkldnn_rnn_layer" not in counts[False].uncounted
+    )
+    if torch.backends.mkldnn.is_available():  # the fused path ran: counted analytically, and said so
+        assert counts[True].uncounted["aten.mkldnn_rnn_layer_backward"] == "analytic"
+        assert counts[True].by_op["aten.mkldnn_rnn_layer"] == forward
+    # the formula alone, on a GRU's weights: 2 * tokens * (3H x I + 3H x H), biases skipped
+    gru = nn.GRU(inputs, hidden)
+    assert benchmark.rnn_flops(7, list(gru.parameters())) == 2 * 7 * 3 * hidden * (inputs + hidden)
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_training_flops_of_a_seq2seq_step_fused_or_not(one_thread):
+    """A whole TrainStep (LSTM, no input feeding: the decoder's teacher-forced pass runs the fused kernel on a CPU)
+    counts the same FLOPs whether oneDNN fuses it (analytic) or PyTorch runs it as matmuls (FlopCounterMode)."""
+    tok = tiny_tokenizer()
+    src, tgt = corpus_lines(count=8)
+    pairs = tok.encode_src(src), tok.encode_tgt(tgt)
+    results = {}
+    for fused in (True, False):
+        with torch.backends.mkldnn.flags(enabled=fused):
+            model, config = tiny_model(tok, seed=3, cell="lstm", input_feeding=False, dropout=0.0)
+            update = TrainStep(model, config.train, torch.device("cpu"))
+
+            def train_on(step: int, indices: list[int], update=update) -> int:
+                return update.step(
+                    make_batch([pairs[0][i] for i in indices], [pairs[1][i] for i in indices]), step
+                ).tokens
+
+            results[fused] = benchmark.training_flops(iter([[0, 1, 2, 3], [4, 5, 6, 7]]), train_on, 2, first_step=0)
+    assert results[True]["flops_per_token"] == results[False]["flops_per_token"] > 0
+    assert results[True]["flop_steps"] == 2 and results[False]["uncounted_ops"]["aten.tanh_backward"] == "not counted"
+    if torch.backends.mkldnn.is_available():
+        assert results[True]["uncounted_ops"]["aten.mkldnn_rnn_layer"] == "analytic"
+        assert results[True]["flops_per_token_by_op"]["aten.mkldnn_rnn_layer_backward"] > 0
+
+
+def test_matmul_peak(one_thread):
+    assert benchmark.matmul_gflops(32, torch.float32, torch.device("cpu"), repeats=2) > 0
+    reason = benchmark.native_half(torch.bfloat16, torch.device("cpu"))
+    native = torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
+    assert reason == (None if native else "no native bf16 on this CPU")
+    assert benchmark.native_half(torch.float16, torch.device("cpu")) == "not measured on cpu"
+    args = benchmark.build_parser().parse_args(["--data-dir", str(CORPUS), "--matmul-n", "48", "train.device=cpu"])
+    peak = benchmark.measure_peak(args)
+    assert peak["matmul_n"] == 48 and peak["fp32_gflops"] > 0 and peak["fp16_gflops"] is None
+    assert (peak["bf16_gflops"] is None) == (not native)
+
+
+def test_report_efficiency_fields():
+    """GFLOP/s = FLOPs per token (sentence) x the median rate; the share is of the precision's peak."""
+    peak = {"matmul_n": 2048, "fp32_gflops": 100.0, "bf16_gflops": None, "bf16_note": "no native bf16 on this CPU"}
+    training = {
+        **{"tokens_per_sec": 2000, "tokens_per_sec_windows": [1900, 2000, 2100], "tokens_per_sec_runs": [2000]},
+        **{"batch_tokens": 300, "sentences_per_batch": 20.0, "threads": 2, "device": "cpu", "precision": "bf16"},
+        **{"parameters": 1234, "peak_rss_mb": 100, "flops_per_token": 5_000_000},
+        "uncounted_ops": {"aten.mkldnn_rnn_layer": "analytic", "aten.tanh": "not counted"},
+    }
+    search = {"sentences_per_sec": 50.0, "bleu": 1.0, "flops_per_sentence": 40_000_000}
+    decoding = {
+        "sentences": 500,
+        "peak_rss_mb": 80,
+        "greedy": dict(search),
+        "beam5": dict(search, sentences_per_sec=10.0),
+    }
+    report = {"peak": peak, "training": training, "decoding": decoding}
+    benchmark.add_efficiency(report)
+    assert training["gflops"] == 10.0 and training["peak_used"] == "fp32" and training["share_of_peak"] == 0.1
+    assert decoding["greedy"]["gflops"] == 2.0 and decoding["beam5"]["share_of_peak"] == 0.004
+    table = benchmark.markdown(report)
+    assert "| matmul peak fp32 (bf16), GFLOP/s, n=2048 | 100.0 (no native bf16 on this CPU) |" in table
+    assert "| training GFLOP/s (share of peak) | 10.0 (10.0% of the fp32 peak); 5,000,000 FLOPs/token |" in table
+    assert "| decoding beam5 GFLOP/s (share of peak) | 0.4 (0.4% of the fp32 peak) |" in table
+    assert "| ops with no FlopCounterMode formula, counted analytically | aten.mkldnn_rnn_layer |" in table
+    peak["bf16_gflops"] = 400.0  # a CPU with native bf16: bf16 training is held to that peak
+    benchmark.add_efficiency(report)
+    assert training["peak_used"] == "bf16" and training["share_of_peak"] == 0.025
+    peer_training = {k: training[k] for k in ("tokens_per_sec", "tokens_per_sec_windows", "tokens_per_sec_runs")}
+    report["peer"] = {"name": "joeynmt", "version": "2.3.0", "training": peer_training, "decoding": {}}
+    report["peer"]["training"].update(sentences_per_batch=20.0, peak_rss_mb=90, threads=2)
+    report["ratios"] = benchmark.ratios(report)
+    table = benchmark.markdown(report)
+    assert "| matmul peak fp32 (bf16), GFLOP/s, n=2048 | 100.0 (400.0) | — | |" in table
+    assert "| training GFLOP/s (share of peak) | 10.0 (2.5% of the bf16 peak); 5,000,000 FLOPs/token | — | |" in table
+    json.dumps(report)  # the report stays JSON
 
 
 # --- the Joey NMT peer: pure parts only (no Joey venv, no network) ---------------------------------------

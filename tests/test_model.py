@@ -63,3 +63,45 @@ def test_without_attention_the_decoder_sees_only_the_fixed_context():
     memory.values = torch.randn_like(memory.values)
     logits2 = model.decoder(batch.tgt_in, memory, state)
     torch.testing.assert_close(logits, logits2)
+
+
+def stepwise_logits(model, batch):
+    """The decoder's logits from `step` called once per target position (the input-feeding path's loop)."""
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    readouts = []
+    for t in range(batch.tgt_in.size(1)):
+        readout, state, _ = model.decoder.step(batch.tgt_in[:, t], state, memory)
+        readouts.append(readout)
+    return model.decoder.logits(torch.stack(readouts, dim=1))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "none"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_without_input_feeding_the_fused_decoder_equals_the_step_loop(cell, attention, layers):
+    """Training without input feeding runs the decoder RNN as one fused kernel and attends for all steps at
+    once (`Decoder.all_steps`): the same logits and the same gradients as stepping."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, attention=attention, embedding_size=8, hidden_size=8, dropout=0.0)
+    cfg.decoder_layers, cfg.input_feeding = layers, False
+    model = build_model(cfg, 30, 30)
+    batch = make_batch([[5, 6, 7, 9], [8, 9]], [[10, 11, 12, 13, 14], [14, 15]])
+    fused = model(batch.src, batch.src_lengths, batch.tgt_in, 1.0)
+    stepped = stepwise_logits(model, batch)
+    torch.testing.assert_close(fused, stepped, atol=1e-5, rtol=1e-5)
+    grads = []
+    for logits in (fused, stepped):
+        model.zero_grad()
+        logits.square().mean().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_the_fused_decoder_is_only_used_without_input_feeding():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embedding_size=8, hidden_size=8, dropout=0.0), 30, 30)
+    batch = make_batch([[5, 6, 7]], [[10, 11, 12]])
+    assert model.decoder.input_feeding
+    with pytest.raises(AssertionError, match="input feeding"):
+        model.decoder.all_steps(batch.tgt_in, *reversed(model.encode(batch.src, batch.src_lengths)))

@@ -276,3 +276,24 @@ def test_the_command_line_names_a_bad_checkpoint_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("seq2seq.serve: ") and "missing.pt" in err[0]
     assert serve.main([str(tmp_path / "missing.pt"), "--max-lines", "0"]) == 2
     assert "--max-lines must be positive" in capsys.readouterr().err
+    assert serve.main([str(tmp_path / "missing.pt"), "--threads", "0"]) == 2
+    assert "--threads must be positive" in capsys.readouterr().err
+
+
+def test_the_command_line_serves_an_int8_model(run_dir, monkeypatch):
+    """`--quantize int8 --threads 1`: the app it would serve decodes with int8 products, and /info says so."""
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.update(app=app, **options))
+    threads = torch.get_num_threads()
+    try:
+        options = ["--quantize", "int8", "--threads", "1", "--decoders", "2", "--port", "8123"]
+        assert serve.main([str(run_dir), *options]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert served["port"] == 8123
+    with TestClient(served["app"]) as test_client:
+        info = test_client.get("/info").json()
+        assert info["quantize"] == "int8" and info["model"]["parameters"] > 0
+        assert info["batching"]["decoders"] == 2
+        assert len(translate(test_client, text=LINES)["translations"]) == len(LINES)
