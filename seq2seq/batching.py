@@ -1,13 +1,13 @@
 """Dynamic batching: requests that arrive within a few milliseconds of each other share one decode.
 
 `DynamicBatcher.submit(key, sentences)` queues a job and returns a `concurrent.futures.Future` at once;
-one worker thread does all the decoding. It takes the oldest queued job, waits until that job has waited
+worker threads do the decoding. A free worker takes the oldest queued job, waits until that job has waited
 `max_wait_ms` (or until enough sentences are queued), and decodes, in one call of `decode(key, sentences)`,
 the oldest job together with the later jobs of the same `key` (the same decode settings), in arrival order,
 up to `max_batch_sentences`. Jobs of other keys wait for a later batch, and the oldest job always goes next.
 A job is never split: a job larger than `max_batch_sentences` is decoded alone (`decode` batches it further).
 
-While the worker decodes, new jobs pile up, so under load the batches fill by themselves and nobody waits
+While a worker decodes, new jobs pile up, so under load the batches fill by themselves and nobody waits
 `max_wait_ms` on top. `workers` > 1 runs that many decoding threads, each taking the next batch: on a CPU,
 with one PyTorch thread per decode (`torch.set_num_threads(1)`), two small batches on two cores go faster
 than one batch whose matrix products are split across both (docs/benchmarks.md, serving under load).

@@ -17,7 +17,7 @@ Decoding only: a quantized model cannot train, and checkpoints always hold the f
 Why these kernels: PyTorch deprecates its quantized tensors (it warns; the warning is silenced here) in
 favour of torchao, but torchao 0.18's int8 paths on an AVX2 CPU run through reference kernels: for a
 (320 x 256) @ (256 x 5000) product, 706 ms (int8 dynamic) and 87 ms (int8 weight-only) against 17.8 ms in
-fp32 and 9.9 ms with FBGEMM, measured on this project's 2-core EPYC. Nothing is pinned: where the kernels
+fp32 and 9.9 ms with FBGEMM (one thread, on this project's 2-core EPYC). Nothing is pinned: where the kernels
 are gone, `--quantize int8` stops with a clear message.
 docs/decoding.md gives the speed and BLEU it was measured at.
 """
