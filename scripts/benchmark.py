@@ -173,8 +173,7 @@ def measure_training(args: argparse.Namespace) -> dict:
     def train_on(step: int, indices: list[int]) -> int:
         batch = make_batch(*data.train.pairs(indices))
         result = update.step(batch.to(device), step)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         return result.tokens
 
     batches = training_batches(*lengths, batch_tokens, config.train.seed)

@@ -211,8 +211,6 @@ def measure_round(
     seconds = time.perf_counter() - begin
     client_cpu = cpu_seconds() - cpu_before[0]
     server_cpu = None if cpu_before[1] is None else cpu_seconds(server_pid) - cpu_before[1]
-    client_cpu = cpu_seconds() - cpu_before[0]
-    server_cpu = None if cpu_before[1] is None else cpu_seconds(server_pid) - cpu_before[1]
     batches = health(port)["batches"] - before["batches"]
     missing = sum(answer is None for answer in answers)
     wrong = sum(answer is not None and answer != want for answer, want in zip(answers, expected))

@@ -43,17 +43,22 @@ def int8_supported() -> bool:
 class Int8Linear(nn.Module):
     """`nn.Linear` with int8 weights (per output row scales) and dynamically quantized inputs; inference only."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        """weight (out, in) and bias (out,) or None: those of an `nn.Linear`, or one product of a recurrent cell."""
         super().__init__()
-        weight = linear.weight.detach().float().cpu()  # (out, in)
+        weight = weight.detach().float().cpu()
         scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()  # (out,)
         zeros = torch.zeros(weight.size(0), dtype=torch.long)
-        bias = None if linear.bias is None else linear.bias.detach().float().cpu()
+        bias = None if bias is None else bias.detach().float().cpu()
         with warnings.catch_warnings():  # "quantized tensor creation functions ... are deprecated"
             warnings.simplefilter("ignore", UserWarning)
             qweight = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
             self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_features, self.in_features = weight.shape
+
+    @classmethod
+    def of(cls, linear: nn.Linear) -> Int8Linear:
+        return cls(linear.weight, linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., in) -> (..., out); reduce_range keeps FBGEMM's 16-bit pairwise sums from saturating on AVX2."""
@@ -71,22 +76,14 @@ class Int8Cell(nn.Module):
     def __init__(self, kind: str, cell: nn.RNNCellBase) -> None:
         super().__init__()
         self.kind = kind
-        self.input_product = Int8Linear(_as_linear(cell.weight_ih, cell.bias_ih))  # W_ih x + b_ih
-        self.state_product = Int8Linear(_as_linear(cell.weight_hh, cell.bias_hh))  # W_hh h + b_hh
+        self.input_product = Int8Linear(cell.weight_ih, cell.bias_ih)  # W_ih x + b_ih
+        self.state_product = Int8Linear(cell.weight_hh, cell.bias_hh)  # W_hh h + b_hh
 
     def forward(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
         """x (batch, input), h (batch, hidden) or (h, c) for the LSTM -> h' or (h', c'), as the nn cell."""
         h, c = state if isinstance(state, tuple) else (state, None)
         h_new, c_new, _ = gate_equations(self.kind, self.input_product(x), self.state_product(h), h, c)
         return (h_new, c_new) if c_new is not None else h_new
-
-
-def _as_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
-    linear = nn.Linear(weight.size(1), weight.size(0), bias=bias is not None)
-    linear.weight.data.copy_(weight.detach())
-    if bias is not None:
-        linear.bias.data.copy_(bias.detach())
-    return linear
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -102,10 +99,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     members = getattr(model, "members", [model])
     for member in members:
         decoder = member.decoder
-        decoder.output = Int8Linear(decoder.output)
-        decoder.readout = Int8Linear(decoder.readout)
+        decoder.output = Int8Linear.of(decoder.output)
+        decoder.readout = Int8Linear.of(decoder.readout)
         if decoder.attention is not None and hasattr(decoder.attention, "query_layer"):
-            decoder.attention.query_layer = Int8Linear(decoder.attention.query_layer)
+            decoder.attention.query_layer = Int8Linear.of(decoder.attention.query_layer)
         rnn: StackedCell = decoder.rnn
         rnn.layers = nn.ModuleList(Int8Cell(rnn.kind, layer) for layer in rnn.layers)
     return model.eval()

@@ -32,7 +32,7 @@ def test_int8_linear_is_close_to_the_fp32_linear_for_any_leading_shape():
     linear = nn.Linear(64, 300)
     x = torch.randn(4, 7, 64)
     linear.requires_grad_(False)
-    out = Int8Linear(linear)(x)
+    out = Int8Linear.of(linear)(x)
     assert out.shape == (4, 7, 300)
     assert relative_error(out, linear(x)) < 0.03  # 8-bit weights and inputs: about 1% per product
     assert relative_error(out, linear(x)) > 0  # it really is another computation
