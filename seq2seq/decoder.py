@@ -107,9 +107,16 @@ class Decoder(nn.Module):
         feed = memory.context.new_zeros(batch, self.readout.out_features) if self.input_feeding else None
         return DecoderState(CellState(tuple(hidden), None if cells is None else tuple(cells)), feed)
 
-    def step(self, prev: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """prev: (batch,) previous tokens -> readout (batch, readout_size), new state, attention (batch, src_len)."""
-        embedded = self.dropout(self.embedding(prev))  # (batch, embedding)
+    def step(
+        self, prev: Tensor, state: DecoderState, memory: Memory, embedded: Tensor | None = None
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """prev: (batch,) previous tokens -> readout (batch, readout_size), new state, attention (batch, src_len).
+
+        `embedded` (batch, embedding): prev's embedding after dropout, when the caller looked up a whole target
+        at once (teacher forcing: one lookup and one embedding gradient instead of one per step).
+        """
+        if embedded is None:
+            embedded = self.dropout(self.embedding(prev))  # (batch, embedding)
         if self.attention is None:
             rnn_input = torch.cat([embedded, memory.context], dim=1)
         elif self.input_feeding:
@@ -169,8 +176,9 @@ class Decoder(nn.Module):
             return self.logits(self.all_steps(tgt_in, state, memory))  # no step loop at all
         if teacher_forcing_ratio >= 1.0:
             readouts = []
+            embedded = self.dropout(self.embedding(tgt_in)).unbind(1)  # tgt_len x (batch, embedding)
             for t in range(steps):
-                readout, state, _ = self.step(tgt_in[:, t], state, memory)
+                readout, state, _ = self.step(tgt_in[:, t], state, memory, embedded[t])
                 readouts.append(readout)
             return self.logits(torch.stack(readouts, dim=1))  # one big projection for all steps
         use_gold = torch.rand(steps, generator=generator) < teacher_forcing_ratio  # (tgt_len,) on the CPU

@@ -153,8 +153,10 @@ def test_fused_rnn_flops_by_hand_and_against_the_visible_path(one_thread):
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")
 def test_training_flops_of_a_seq2seq_step_fused_or_not(one_thread):
-    """A whole TrainStep (LSTM, no input feeding: the decoder's teacher-forced pass runs the fused kernel on a CPU)
-    counts the same FLOPs whether oneDNN fuses it (analytic) or PyTorch runs it as matmuls (FlopCounterMode)."""
+    """A whole TrainStep (LSTM, no input feeding: the encoder and the decoder's teacher-forced pass run the fused
+    kernel on a CPU) counts the same FLOPs whether oneDNN fuses it (analytic) or PyTorch runs it as matmuls
+    (FlopCounterMode), but for the encoder's first step: from a zero state, the matmul path skips that state's
+    gradient (one product per direction), which the analytic count (backward = 2 x forward) includes."""
     tok = tiny_tokenizer()
     src, tgt = corpus_lines(count=8)
     pairs = tok.encode_src(src), tok.encode_tgt(tgt)
@@ -170,7 +172,8 @@ def test_training_flops_of_a_seq2seq_step_fused_or_not(one_thread):
                 ).tokens
 
             results[fused] = benchmark.training_flops(iter([[0, 1, 2, 3], [4, 5, 6, 7]]), train_on, 2, first_step=0)
-    assert results[True]["flops_per_token"] == results[False]["flops_per_token"] > 0
+    fused_count, matmul_count = results[True]["flops_per_token"], results[False]["flops_per_token"]
+    assert matmul_count > 0 and 0 <= fused_count - matmul_count < 0.002 * matmul_count
     assert results[True]["flop_steps"] == 2 and results[False]["uncounted_ops"]["aten.tanh_backward"] == "not counted"
     if torch.backends.mkldnn.is_available():
         assert results[True]["uncounted_ops"]["aten.mkldnn_rnn_layer"] == "analytic"

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.cells import CellState, StackedCell, cell_equations, make_sequence_rnn
+from seq2seq.encoder import run_unpacked
 
 
 def sigmoid(x):
@@ -91,6 +93,31 @@ def test_encoder_rnn_shares_one_set_of_weights_across_time(cell):
         h, c_new = numpy_step(cell, xs[:, t], h, c, *weights)
         c = c_new if c_new is not None else c
         np.testing.assert_allclose(out[:, t].detach().numpy(), h, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, True), (2, True), (2, False)])
+def test_unpacked_encoder_equals_the_packed_rnn(cell, layers, bidirectional):
+    """The CPU encoder path (no packing; the backward direction reversed within each length) gives the
+    packed nn.RNN/GRU/LSTM's outputs, final states and gradients."""
+    torch.manual_seed(0)
+    rnn = make_sequence_rnn(cell, 4, 5, num_layers=layers, dropout=0.0, bidirectional=bidirectional).double()
+    lengths = torch.tensor([6, 2, 4, 1, 6])
+    x = torch.randn(5, 6, 4, dtype=torch.float64, requires_grad=True)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    packed_out, final = rnn(packed)
+    expected, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=6)
+    final = final[0] if cell == "lstm" else final
+    expected_summary = torch.cat(tuple(final.view(layers, -1, 5, 5)[-1]), dim=1)
+    outputs, summary = run_unpacked(rnn, x, lengths)
+    torch.testing.assert_close(outputs, expected)
+    torch.testing.assert_close(summary, expected_summary)
+    weight = rnn.weight_hh_l0_reverse if bidirectional else rnn.weight_hh_l0
+    probe = torch.randn_like(outputs)
+    ours = torch.autograd.grad((outputs * probe).sum() + summary.sum(), (x, weight))
+    theirs = torch.autograd.grad((expected * probe).sum() + expected_summary.sum(), (x, weight))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
 
 
 def test_stacked_cell_layers_feed_each_other():

@@ -15,6 +15,8 @@ def fed_tokens(model, batch, ratio, seed=0):
         model(batch.src, batch.src_lengths, batch.tgt_in, ratio, torch.Generator().manual_seed(seed))
     finally:
         hook.remove()
+    if len(fed) == 1 and fed[0].dim() == 2:  # teacher forcing: the whole target (batch, tgt_len) looked up at once
+        return fed[0].T
     return torch.stack(fed)
 
 
