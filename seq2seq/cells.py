@@ -32,6 +32,7 @@ the formulas out with the same weights: the tests hold both fused kernels to it
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -109,11 +110,25 @@ class StackedCell(nn.Module):
         """
         weights = [w for layer in self.layers for w in (layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh)]
         hidden = torch.stack(state.hidden)  # (layers, batch, hidden)
-        args = (weights, True, len(self.layers), self.dropout.p, self.training, False, True)
         if self.kind == "lstm":
             assert state.cell is not None
-            return torch.lstm(x, (hidden, torch.stack(state.cell)), *args)[0]
-        return FUSED_KERNELS[self.kind](x, hidden, *args)[0]
+            return fused_rnn("lstm", x, (hidden, torch.stack(state.cell)), weights, self.dropout.p, self.training)
+        return fused_rnn(self.kind, x, hidden, weights, self.dropout.p, self.training)
+
+
+def fused_rnn(
+    kind: str, x: Tensor, state: Tensor | tuple[Tensor, Tensor], weights: list[Tensor], dropout: float, training: bool
+) -> Tensor:
+    """The fused kernel of nn.RNN/GRU/LSTM, unidirectional and batch-first: x (batch, steps, input), state (layers,
+    batch, hidden) (a pair for the LSTM), weights [w_ih, w_hh, b_ih, b_hh] per layer -> the top layer's outputs.
+
+    Under CPU autocast oneDNN's LSTM kernel is bypassed (PyTorch's own loop runs instead, its products in bf16):
+    it has no bf16 primitive on CPUs without native bf16 and fails there.
+    """
+    args = (weights, True, len(weights) // 4, dropout, training, False, True)
+    bypass = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    with torch.backends.mkldnn.flags(enabled=False) if bypass else nullcontext():
+        return FUSED_KERNELS[kind](x, state, *args)[0]
 
 
 def cell_equations(

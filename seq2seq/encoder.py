@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.cells import FUSED_KERNELS, make_sequence_rnn
+from seq2seq.cells import fused_rnn, make_sequence_rnn
 
 
 class Encoder(nn.Module):
@@ -44,7 +44,7 @@ class Encoder(nn.Module):
 
         Returns outputs (batch, src_len, output_size), zero at padding, and the
         final state of the top layer, both directions concatenated: (batch, output_size).
-        Padding is packed away, so the backward direction starts at each sentence's true end.
+        The backward direction starts at each sentence's true end: packed on a GPU, `run_unpacked` elsewhere.
         """
         embedded = self.dropout(self.embedding(src))  # (batch, src_len, embedding)
         if not embedded.is_cuda:
@@ -80,7 +80,7 @@ def run_unpacked(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, T
     lengths = lengths.to(x.device)
     index = reversal_index(lengths, steps)
     directions = 2 if rnn.bidirectional else 1
-    kernel = FUSED_KERNELS[{"RNN_TANH": "rnn", "GRU": "gru", "LSTM": "lstm"}[rnn.mode]]
+    kind = {"RNN_TANH": "rnn", "GRU": "gru", "LSTM": "lstm"}[rnn.mode]
     start = x.new_zeros(1, batch, rnn.hidden_size)
     for layer in range(rnn.num_layers):
         if layer > 0:
@@ -91,7 +91,7 @@ def run_unpacked(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, T
             weights = [getattr(rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             state = (start, start) if rnn.mode == "LSTM" else start
             inputs = reverse_within_lengths(x, index) if direction else x
-            out = kernel(inputs, state, weights, True, 1, 0.0, rnn.training, False, True)[0]  # (batch, steps, hidden)
+            out = fused_rnn(kind, inputs, state, weights, 0.0, rnn.training)  # (batch, steps, hidden)
             outputs.append(reverse_within_lengths(out, index) if direction else out)
         x = torch.cat(outputs, dim=2) if directions == 2 else outputs[0]
     outputs = x * (index.unsqueeze(2) < lengths.view(-1, 1, 1))  # padding: zero, as packing leaves it

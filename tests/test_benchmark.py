@@ -21,7 +21,7 @@ from seq2seq.optim import TrainStep
 from seq2seq.run import train
 
 from .conftest import REPO, tiny_overrides
-from .tiny_models import CORPUS, corpus_lines, tiny_model, tiny_tokenizer
+from .tiny_models import CORPUS, TINY_BENCHMARK, corpus_lines, tiny_model, tiny_tokenizer
 
 SCRIPTS = REPO / "scripts"
 
@@ -40,14 +40,7 @@ def load_script(name: str) -> ModuleType:
 benchmark = load_script("benchmark")
 joeynmt_peer = load_script("joeynmt_peer")
 
-TINY = [
-    "model.embedding_size=16",
-    "model.hidden_size=16",
-    "tokenizer.vocab_size=200",
-    "train.batch_tokens=300",
-    "data.max_train_pairs=300",
-    "train.device=cpu",
-]
+TINY = TINY_BENCHMARK
 
 
 @pytest.mark.slow

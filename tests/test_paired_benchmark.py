@@ -10,17 +10,9 @@ import sys
 import pytest
 
 from .conftest import REPO
+from .tiny_models import TINY_BENCHMARK
 
-TINY = [
-    "model.embedding_size=16",
-    "model.hidden_size=16",
-    "tokenizer.vocab_size=200",
-    "train.batch_tokens=300",
-    "data.max_train_pairs=300",
-    "data.test_prefix=test",
-    "train.device=cpu",
-    "train.threads=1",
-]
+TINY = [*TINY_BENCHMARK, "data.test_prefix=test", "train.threads=1"]
 
 
 def load_script():

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, ModelConfig
+from seq2seq.data import make_batch
 from seq2seq.device import autocast_dtype
+from seq2seq.loss import sequence_loss
+from seq2seq.model import build_model
 
 from .test_trainer import tiny_trainer
 
@@ -19,6 +22,20 @@ def test_bf16_autocasts_the_forward_pass_and_keeps_fp32_weights(tmp_path):
     state = trainer.fit()
     assert torch.bfloat16 in seen  # training steps ran the vocabulary projection in bf16
     assert state.skipped_steps == 0 and all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bf16_runs_the_fused_recurrent_kernels(cell):
+    """The CPU encoder (unpacked) and the decoder's fused pass without input feeding call the fused kernels
+    directly; under bf16 autocast oneDNN's LSTM kernel fails on CPUs without native bf16, so it is bypassed."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell=cell, embedding_size=8, hidden_size=8, input_feeding=False), 30, 30)
+    batch = make_batch([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14, 15]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, 1.0)
+    sequence_loss(logits, batch.tgt_out, 0.1).backward()
+    assert logits.dtype == torch.bfloat16
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def fp16_trainer(tmp_path, max_steps):

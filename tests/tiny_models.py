@@ -15,6 +15,14 @@ from seq2seq.tokenizer import Tokenizer, train_sentencepiece
 from .conftest import REPO
 
 CORPUS = REPO / "data" / "synth_de_en"
+TINY_BENCHMARK = [  # overrides that make the benchmark scripts' trainings take seconds on the embedded corpus
+    "model.embedding_size=16",
+    "model.hidden_size=16",
+    "tokenizer.vocab_size=200",
+    "train.batch_tokens=300",
+    "data.max_train_pairs=300",
+    "train.device=cpu",
+]
 
 
 def corpus_lines(split: str = "train", count: int = 300) -> tuple[list[str], list[str]]:
