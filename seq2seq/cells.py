@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 FUSED_KERNELS = {"rnn": torch.rnn_tanh, "gru": torch.gru, "lstm": torch.lstm}  # what nn.RNN/GRU/LSTM call
 CELL_CLASSES = {"rnn": (nn.RNN, nn.RNNCell), "gru": (nn.GRU, nn.GRUCell), "lstm": (nn.LSTM, nn.LSTMCell)}
+SEQUENCE_KINDS = {"RNN_TANH": "rnn", "GRU": "gru", "LSTM": "lstm"}  # nn.RNNBase.mode -> the names above
 
 
 def make_sequence_rnn(
@@ -114,6 +115,12 @@ class StackedCell(nn.Module):
             assert state.cell is not None
             return fused_rnn("lstm", x, (hidden, torch.stack(state.cell)), weights, self.dropout.p, self.training)
         return fused_rnn(self.kind, x, hidden, weights, self.dropout.p, self.training)
+
+
+def direction_weights(rnn: nn.RNNBase, layer: int, direction: int) -> list[Tensor]:
+    """[w_ih, w_hh, b_ih, b_hh] of one layer and direction (1: the backward one) of a sequence RNN."""
+    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+    return [getattr(rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
 
 def fused_rnn(

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.cells import fused_rnn, make_sequence_rnn
+from seq2seq.cells import SEQUENCE_KINDS, direction_weights, fused_rnn, make_sequence_rnn
 
 
 class Encoder(nn.Module):
@@ -80,17 +80,16 @@ def run_unpacked(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, T
     lengths = lengths.to(x.device)
     index = reversal_index(lengths, steps)
     directions = 2 if rnn.bidirectional else 1
-    kind = {"RNN_TANH": "rnn", "GRU": "gru", "LSTM": "lstm"}[rnn.mode]
+    kind = SEQUENCE_KINDS[rnn.mode]
     start = x.new_zeros(1, batch, rnn.hidden_size)
     for layer in range(rnn.num_layers):
         if layer > 0:
             x = nn.functional.dropout(x, rnn.dropout, rnn.training)  # between layers, as nn.GRU does
         outputs = []
         for direction in range(directions):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            weights = [getattr(rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            state = (start, start) if rnn.mode == "LSTM" else start
+            state = (start, start) if kind == "lstm" else start
             inputs = reverse_within_lengths(x, index) if direction else x
+            weights = direction_weights(rnn, layer, direction)
             out = fused_rnn(kind, inputs, state, weights, 0.0, rnn.training)  # (batch, steps, hidden)
             outputs.append(reverse_within_lengths(out, index) if direction else out)
         x = torch.cat(outputs, dim=2) if directions == 2 else outputs[0]

@@ -31,7 +31,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from seq2seq.cells import cell_equations
+from seq2seq.cells import SEQUENCE_KINDS, cell_equations, direction_weights
 from seq2seq.config import DecodeConfig
 from seq2seq.data import Batch, make_batch
 from seq2seq.encoder import Encoder
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 SATURATION = 0.05  # a sigmoid gate below 0.05 or above 0.95, a tanh unit beyond ±0.95, counts as saturated
-FUSED_KINDS = {"RNN_TANH": "rnn", "GRU": "gru", "LSTM": "lstm"}  # nn.RNNBase.mode -> cells.py's name
 
 
 # ------------------------------------------------------------------ unrolled encoder
@@ -68,7 +67,7 @@ def unroll_encoder(encoder: Encoder, src: Tensor, src_lengths: Tensor) -> Encode
     fused kernel do.
     """
     rnn = encoder.rnn
-    kind = FUSED_KINDS[rnn.mode]
+    kind = SEQUENCE_KINDS[rnn.mode]
     src_len = src.size(1)
     positions = torch.arange(src_len, device=src.device)
     mask = positions.unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)  # (batch, src_len)
@@ -78,8 +77,7 @@ def unroll_encoder(encoder: Encoder, src: Tensor, src_lengths: Tensor) -> Encode
     for layer in range(rnn.num_layers):
         outputs, finals = [], []
         for direction in range(encoder.num_directions):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            weights = [getattr(rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            weights = direction_weights(rnn, layer, direction)
             out, final, step_states, step_gates = _unroll_direction(kind, x, mask, weights, reverse=direction == 1)
             part = f"encoder_l{layer}_{'backward' if direction else 'forward'}"
             states[part], gates[part] = step_states, step_gates
