@@ -35,6 +35,7 @@ from seq2seq.batching import DynamicBatcher, QueueFull
 from seq2seq.config import DecodeConfig
 from seq2seq.inference import AttentionMap, attention_for, translate_sentences
 from seq2seq.search import Hypothesis
+from seq2seq.shortlist import LexicalShortlist
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.translate import MAX_SOURCE_TOKENS
 
@@ -245,8 +246,10 @@ class Translator:
     search saw (tests/test_alignment.py), at the cost of one more decoder pass when they are asked for.
     """
 
-    def __init__(self, model: Any, tokenizer: Tokenizer, decode: DecodeConfig) -> None:
-        self.model, self.tokenizer, self.decode = model, tokenizer, decode
+    def __init__(
+        self, model: Any, tokenizer: Tokenizer, decode: DecodeConfig, shortlist: LexicalShortlist | None = None
+    ) -> None:
+        self.model, self.tokenizer, self.decode, self.shortlist = model, tokenizer, decode, shortlist
         self.device = next(model.parameters()).device
         self.has_attention = bool(model.has_attention)
 
@@ -259,7 +262,13 @@ class Translator:
     def __call__(self, settings: DecodeSettings, sentences: list[str]) -> list[dict[str, Any]]:
         cfg = replace(self.decode, beam_size=settings.beam_size, nbest=settings.nbest, alpha=settings.alpha)
         hypotheses = translate_sentences(
-            self.model, self.tokenizer, sentences, cfg, self.device, max_src_tokens=MAX_SOURCE_TOKENS
+            self.model,
+            self.tokenizer,
+            sentences,
+            cfg,
+            self.device,
+            max_src_tokens=MAX_SOURCE_TOKENS,
+            shortlist=self.shortlist,
         )
         if settings.attention:
             return self.with_forced_attention(sentences, hypotheses, cfg)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seq2seq.cells import tanh_
+
 
 class Attention(nn.Module):
     def __init__(self, kind: str, query_size: int, key_size: int, attention_size: int | None = None) -> None:
@@ -51,7 +53,9 @@ class Attention(nn.Module):
         """
         if self.kind == "bahdanau":
             q = self.query_layer(query).unsqueeze(2)  # (batch, steps, 1, attention)
-            scores = self.energy(torch.tanh(q + keys.unsqueeze(1))).squeeze(3)  # (batch, steps, src_len)
+            energies = q + keys.unsqueeze(1)  # (batch, steps, src_len, attention): a fresh tensor
+            energies = torch.tanh(energies) if energies.requires_grad else tanh_(energies)  # in place in search
+            scores = self.energy(energies).squeeze(3)  # (batch, steps, src_len)
         else:
             scores = torch.bmm(keys, query.transpose(1, 2)).transpose(1, 2)  # (batch, steps, src_len)
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))

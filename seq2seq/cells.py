@@ -38,6 +38,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+
+def tanh_(x: Tensor) -> Tensor:
+    """tanh(x) in place, for a tensor outside autograd (search). On a CPU as 2 sigmoid(2x) - 1 (within 2e-7):
+    PyTorch's CPU tanh kernel runs about 6x slower than its sigmoid (2.9M floats: 5.4 ms against 0.8 ms on
+    this project's 2-core EPYC), so four cheap passes beat one tanh."""
+    if x.device.type != "cpu":
+        return x.tanh_()
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 FUSED_KERNELS = {"rnn": torch.rnn_tanh, "gru": torch.gru, "lstm": torch.lstm}  # what nn.RNN/GRU/LSTM call
 CELL_CLASSES = {"rnn": (nn.RNN, nn.RNNCell), "gru": (nn.GRU, nn.GRUCell), "lstm": (nn.LSTM, nn.LSTMCell)}
 SEQUENCE_KINDS = {"RNN_TANH": "rnn", "GRU": "gru", "LSTM": "lstm"}  # nn.RNNBase.mode -> the names above

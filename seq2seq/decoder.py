@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.attention import Attention
-from seq2seq.cells import CellState, StackedCell
+from seq2seq.cells import CellState, StackedCell, tanh_
 
 
 @dataclass
@@ -59,6 +59,71 @@ class DecoderState:
         return DecoderState(
             self.rnn.index_select(index), None if self.feed is None else self.feed.index_select(0, index)
         )
+
+
+class OutputRows(nn.Module):
+    """An output layer cut to a batch's candidate target ids (a shortlist: `output_rows`), made once per batch.
+
+    Scores come in two parts: over the ids every sentence has (`shared`: the frequent ones; one matrix
+    product for all rows), then over each sentence's own (one batched product, its rows against its own
+    weights). The rows that decode a sentence (greedy: one; beam search: its beams) are contiguous and
+    equally many. When sentences are done (`sentences`), their own weights stay until at most half of them
+    are live, and only then are the live ones copied out: a copy per finished sentence would cost more
+    than the products it saves.
+    """
+
+    def __init__(self, shared: nn.Module, weight: Tensor, bias: Tensor, live: Tensor | None = None) -> None:
+        super().__init__()
+        self.shared = shared  # readout -> scores over the shared ids (an nn.Linear, or int8's)
+        self.weight = weight  # (sentences, readout, C): every sentence's own rows of the layer, transposed
+        self.bias = bias  # (sentences, C): the layer's bias there, -inf where a sentence's own ids are padding
+        self.live = live  # (live sentences,) their places in weight and bias; None: all, in order
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (rows, readout), the live sentences' rows in order -> scores (rows, N + C)."""
+        common = self.shared(x)  # (rows, N)
+        if self.weight.size(2) == 0:
+            return common
+        sentences = self.weight.size(0) if self.live is None else self.live.numel()
+        grouped = x.view(sentences, x.size(0) // sentences, x.size(1))  # (live sentences, rows each, readout)
+        if self.live is not None:  # done sentences' places stay in the product, fed zeros
+            grouped = grouped.new_zeros(self.weight.size(0), *grouped.shape[1:]).index_copy_(0, self.live, grouped)
+        own = torch.baddbmm(self.bias.unsqueeze(1), grouped, self.weight)  # (sentences, rows each, C)
+        if self.live is not None:
+            own = own.index_select(0, self.live)
+        return torch.cat([common, own.reshape(x.size(0), -1)], dim=1)
+
+    def sentences(self, kept: Tensor) -> OutputRows:
+        """The layer for the live sentences `kept` (indices among the live ones, in order) only."""
+        live = kept if self.live is None else self.live.index_select(0, kept)
+        if 2 * live.numel() > self.weight.size(0):
+            return OutputRows(self.shared, self.weight, self.bias, live)
+        return OutputRows(self.shared, self.weight.index_select(0, live), self.bias.index_select(0, live))
+
+
+def output_rows(layer: nn.Module, shared: Tensor, own: Tensor, valid: Tensor) -> OutputRows:
+    """The output layer `layer` (an `nn.Linear`, or int8's `Int8Linear`) cut to a batch's candidates: the
+    ids every sentence has, shared (N,), and each sentence's own, (sentences, C), `valid` False at padding.
+    The shared part keeps the layer's kind (int8 stays int8); the sentences' own parts are fp32."""
+    quantized = hasattr(layer, "weight_fp32")  # an Int8Linear, which is built from (weight, bias) too
+    weight = layer.weight_fp32 if quantized else layer.weight.detach()  # (vocab, readout)
+    bias = layer.bias_fp32 if quantized else layer.bias
+    bias = None if bias is None else bias.detach()
+    common = (type(layer) if quantized else GivenLinear)(weight[shared], None if bias is None else bias[shared])
+    rows = weight[own].transpose(1, 2).contiguous().float()  # (sentences, readout, C)
+    shift = torch.zeros(own.shape, device=own.device) if bias is None else bias[own].float()
+    return OutputRows(common, rows, shift.masked_fill(~valid, float("-inf")))
+
+
+class GivenLinear(nn.Module):
+    """y = x W^T + b with given tensors (not parameters): an output layer's rows, cut for a shortlist."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
 
 
 class Decoder(nn.Module):
@@ -112,24 +177,32 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """prev: (batch,) previous tokens -> readout (batch, readout_size), new state, attention (batch, src_len).
 
+        The memory holds one row per sentence; `state` and `prev` may hold several rows per sentence (a beam's
+        hypotheses), contiguous and equally many, which then attend to their sentence's row without copies.
+
         `embedded` (batch, embedding): prev's embedding after dropout, when the caller looked up a whole target
         at once (teacher forcing: one lookup and one embedding gradient instead of one per step).
         """
+        rows, sentences = prev.size(0), memory.context.size(0)
+        group = rows // sentences  # rows per memory row: 1, or in beam search a sentence's hypotheses
         if embedded is None:
             embedded = self.dropout(self.embedding(prev))  # (batch, embedding)
+        fixed = memory.context if group == 1 else memory.context.repeat_interleave(group, dim=0)  # (batch, encoder)
         if self.attention is None:
-            rnn_input = torch.cat([embedded, memory.context], dim=1)
+            rnn_input = torch.cat([embedded, fixed], dim=1)
         elif self.input_feeding:
             rnn_input = torch.cat([embedded, state.feed], dim=1)
         else:
             rnn_input = embedded
         output, rnn_state = self.rnn(rnn_input, state.rnn)  # (batch, hidden)
         if self.attention is None:
-            context, weights = memory.context, None
-        else:
-            context, weights = self.attention(output.unsqueeze(1), memory.keys, memory.values, memory.mask)
-            context, weights = context.squeeze(1), weights.squeeze(1)  # (batch, encoder), (batch, src_len)
-        readout = torch.tanh(self.readout(torch.cat([output, context, embedded], dim=1)))  # (batch, readout)
+            context, weights = fixed, None
+        else:  # each memory row's `group` queries at once: (sentences, group, hidden)
+            query = output.view(sentences, group, -1)
+            context, weights = self.attention(query, memory.keys, memory.values, memory.mask)
+            context, weights = context.reshape(rows, -1), weights.reshape(rows, -1)  # (batch, enc), (batch, src_len)
+        readout = self.readout(torch.cat([output, context, embedded], dim=1))  # (batch, readout)
+        readout = torch.tanh(readout) if readout.requires_grad else tanh_(readout)  # in place in search
         return readout, DecoderState(rnn_state, readout if self.input_feeding else None), weights
 
     def all_steps(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> Tensor:
@@ -149,9 +222,13 @@ class Decoder(nn.Module):
             context, _ = self.attention(output, memory.keys, memory.values, memory.mask)  # (batch, tgt_len, encoder)
         return torch.tanh(self.readout(torch.cat([output, context, embedded], dim=2)))  # (batch, tgt_len, readout)
 
-    def logits(self, readout: Tensor) -> Tensor:
-        """readout (..., readout_size) -> unnormalised scores over the target vocabulary (..., vocab)."""
-        return self.output(self.dropout(readout))
+    def logits(self, readout: Tensor, output: nn.Module | None = None) -> Tensor:
+        """readout (..., readout_size) -> unnormalised scores over the target vocabulary (..., vocab).
+
+        `output`: the output layer restricted to some target ids (`output_rows`, a shortlist), whose
+        scores (..., ids) come instead.
+        """
+        return (self.output if output is None else output)(self.dropout(readout))
 
     def forward(
         self,

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from seq2seq.checkpoint import CheckpointError, model_from_checkpoint
 from seq2seq.config import Config
-from seq2seq.decoder import DecoderState, Memory
+from seq2seq.decoder import DecoderState, Memory, OutputRows
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import Tokenizer
 
@@ -61,13 +61,31 @@ class Ensemble(nn.Module):
         encoded = [member.encode(src, src_lengths) for member in self.members]
         return PerMember([memory for memory, _ in encoded]), PerMember([state for _, state in encoded])
 
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.members[0].tgt_vocab_size
+
+    def output_rows(self, shared: Tensor, own: Tensor, valid: Tensor) -> list[OutputRows]:
+        """Every member's output layer cut to a batch's shortlist candidates (as `Seq2Seq.output_rows`)."""
+        return [member.output_rows(shared, own, valid) for member in self.members]
+
     def decode_step(
-        self, prev: Tensor, state: PerMember[DecoderState], memory: PerMember[Memory]
+        self,
+        prev: Tensor,
+        state: PerMember[DecoderState],
+        memory: PerMember[Memory],
+        output: list[OutputRows] | None = None,
     ) -> tuple[Tensor, PerMember[DecoderState], Tensor | None]:
-        """prev (batch,) -> mean log-probabilities (batch, vocab), new states, mean attention (batch, src_len)."""
+        """prev (batch,) -> mean log-probabilities (batch, vocab), new states, mean attention (batch, src_len).
+
+        With `output` (`output_rows(...)`), over each sentence's candidates, as in `Seq2Seq.decode_step`.
+        """
+        outputs = output if output is not None else [None] * len(self.members)
         steps = [
-            member.decode_step(prev, member_state, member_memory)
-            for member, member_state, member_memory in zip(self.members, state.values, memory.values)
+            member.decode_step(prev, member_state, member_memory, member_output)
+            for member, member_state, member_memory, member_output in zip(
+                self.members, state.values, memory.values, outputs
+            )
         ]
         log_probs = torch.stack([log_p for log_p, _, _ in steps]).mean(dim=0)  # (members, batch, vocab) -> mean
         weights = [w for _, _, w in steps]

@@ -11,7 +11,6 @@ is one line on standard error naming it, before any decoding.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import sys
@@ -21,41 +20,9 @@ from pathlib import Path
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.corpus import ParallelCorpus
-from seq2seq.translate import add_decode_arguments, load_for_decoding, strip_line_end
+from seq2seq.files import read_argument
+from seq2seq.translate import add_decode_arguments, load_for_decoding, load_shortlist
 from seq2seq.validation import search_scores
-
-
-def read_lines(path: str) -> list[str]:
-    """One sentence per line (UTF-8; `.gz` allowed), split the way `seq2seq.translate` splits its input.
-
-    Only "\n" ends a line (a trailing "\r" is dropped, a lone one stays inside its line), so
-    `evaluate --src F` translates exactly the lines `translate < F` would. Bytes that are not UTF-8 are
-    an error naming the file and line: a reference cannot be scored with replaced characters.
-    """
-    opener = gzip.open if path.endswith(".gz") else open
-    lines = []
-    with opener(path, "rb") as f:  # type: ignore[operator]
-        for number, raw in enumerate(f, start=1):
-            try:
-                lines.append(strip_line_end(raw).decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not UTF-8 ({exc.reason})") from None
-    return lines
-
-
-def read_argument(option: str, path: str) -> list[str]:
-    """`read_lines(path)` for the command-line option `option`; a file that cannot be read is a one-line ValueError."""
-    where = Path(path)
-    if where.is_dir():
-        raise ValueError(f"{option} {path}: is a folder, not a file")
-    if not where.exists():
-        raise ValueError(f"{option} {path}: no such file")
-    try:
-        return read_lines(path)
-    except OSError as exc:  # no permission, or a .gz file that is not gzip
-        raise ValueError(f"{option} {path}: cannot read ({exc.strerror or exc})") from None
-    except EOFError:  # a truncated .gz file
-        raise ValueError(f"{option} {path}: cannot read (the compressed file is truncated)") from None
 
 
 def check_output(path: str) -> None:
@@ -88,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model, tokenizer, _, decode = load_for_decoding(args)
+        shortlist = load_shortlist(args)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
     device = next(model.parameters()).device
-    scores, hyps = search_scores(model, tokenizer, ParallelCorpus(src, ref), decode, device, sys.stderr.isatty())
+    scores, hyps = search_scores(
+        model, tokenizer, ParallelCorpus(src, ref), decode, device, sys.stderr.isatty(), shortlist
+    )
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     if args.json:

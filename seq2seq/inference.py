@@ -19,6 +19,7 @@ from seq2seq.config import DecodeConfig
 from seq2seq.data import make_batch, sentence_batches
 from seq2seq.ensemble import Translator
 from seq2seq.search import ForcedScore, Hypothesis, score_batch, translate_batch
+from seq2seq.shortlist import LexicalShortlist
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,14 @@ def translate_sentences(
     max_src_tokens: int | None = None,
     progress: bool = False,
     first_line: int = 1,
+    shortlist: LexicalShortlist | None = None,
 ) -> list[list[Hypothesis]]:
     """The `cfg.nbest` best hypotheses for every sentence, in input order.
 
     A sentence that is empty (or only whitespace) gets one empty hypothesis without
     running the model. Sources longer than `max_src_tokens` subwords are truncated, with a warning
-    that names the line (`first_line` is the number of `sentences[0]` in the input).
+    that names the line (`first_line` is the number of `sentences[0]` in the input). `shortlist`: each
+    batch searches over its candidate target ids only (`seq2seq.shortlist`).
     """
     was_training = model.training
     model.eval()
@@ -51,7 +54,7 @@ def translate_sentences(
     batches = sentence_batches([len(seq) for seq in ids], cfg.batch_size)
     for positions in tqdm(batches, desc="decoding", unit="batch", disable=not progress, leave=False):
         batch = make_batch([ids[p] for p in positions], indices=[todo[p] for p in positions]).to(device)
-        for index, hyps in zip(batch.indices, translate_batch(model, batch, cfg)):
+        for index, hyps in zip(batch.indices, translate_batch(model, batch, cfg, shortlist=shortlist)):
             results[index] = hyps
     model.train(was_training)
     return results

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from seq2seq.attention import Attention
 from seq2seq.config import ModelConfig
-from seq2seq.decoder import Decoder, DecoderState, Memory
+from seq2seq.decoder import Decoder, DecoderState, Memory, OutputRows, output_rows
 from seq2seq.encoder import Encoder
 from seq2seq.tokenizer import BOS_ID, PAD_ID
 
@@ -50,13 +50,27 @@ class Seq2Seq(nn.Module):
         memory, state = self.encode(src, src_lengths)
         return self.decoder(tgt_in, memory, state, teacher_forcing_ratio, generator)
 
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.decoder.embedding.num_embeddings
+
+    def output_rows(self, shared: Tensor, own: Tensor, valid: Tensor) -> OutputRows:
+        """The output layer cut to a batch's shortlist candidates (`shortlist.Candidates`: shared (N,), own and
+        valid (sentences, C)), for `decode_step(..., output=)`."""
+        return output_rows(self.decoder.output, shared, own, valid)
+
     def decode_step(
-        self, prev: Tensor, state: DecoderState, memory: Memory
+        self, prev: Tensor, state: DecoderState, memory: Memory, output: nn.Module | None = None
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """One search step: prev (batch,) -> log-probabilities (batch, vocab), new state, attention weights."""
+        """One search step: prev (batch,) -> log-probabilities (batch, vocab), new state, attention weights.
+
+        With `output` (`output_rows(...)`), the log-probabilities are over each sentence's candidate ids
+        only: (batch, C), normalized over them (a shortlist never holds PAD or BOS).
+        """
         readout, state, weights = self.decoder.step(prev, state, memory)
-        log_probs = torch.log_softmax(self.decoder.logits(readout).float(), dim=-1)
-        log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")  # never generated
+        log_probs = torch.log_softmax(self.decoder.logits(readout, output).float(), dim=-1)
+        if output is None:
+            log_probs[:, [PAD_ID, BOS_ID]] = float("-inf")  # never generated
         return log_probs, state, weights
 
 

@@ -55,6 +55,7 @@ class Int8Linear(nn.Module):
             qweight = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
             self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.out_features, self.in_features = weight.shape
+        self.weight_fp32, self.bias_fp32 = weight, bias  # what a shortlist cuts (`decoder.output_rows`)
 
     @classmethod
     def of(cls, linear: nn.Linear) -> Int8Linear:

@@ -22,7 +22,7 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.device import resolve_device
 from seq2seq.ensemble import load_models
-from seq2seq.evaluate import read_argument
+from seq2seq.files import read_argument
 from seq2seq.inference import score_sentences
 from seq2seq.search import ForcedScore
 from seq2seq.translate import MAX_SOURCE_TOKENS, checkpoint_path

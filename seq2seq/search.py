@@ -22,6 +22,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig
 from seq2seq.data import Batch
 from seq2seq.decoder import DecoderState, Memory
+from seq2seq.shortlist import LexicalShortlist
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 S = TypeVar("S")
@@ -86,8 +87,9 @@ def greedy_search(
     limits = max_lengths
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
     for t in range(steps):
-        step_log_probs, state = step(prev, state)  # (live, vocab)
-        best, prev = step_log_probs.max(dim=1)
+        step_log_probs, state = step(prev, state)  # (live, vocab), or (live, C) with a shortlist
+        best, column = step_log_probs.max(dim=1)
+        prev = token_ids(state, column)
         tokens[live, t], log_probs[live, t] = prev, best
         if keep_attention:
             attention = _keep_step_attention(attention, state, live, t, batch, steps)
@@ -101,6 +103,18 @@ def greedy_search(
     return [
         _cut(row, lp, limit, eos, w) for row, lp, limit, w in zip(rows, row_log_probs, max_lengths.tolist(), weights)
     ]
+
+
+def token_ids(state: Any, columns: Tensor) -> Tensor:
+    """The target ids of columns of a step's log-probabilities: themselves, or with a shortlist (the state's
+    `vocab`, (sentences, C): every live sentence's candidate ids) the ids they stand for.
+
+    columns: (sentences, ...), one row per live sentence (greedy: (sentences,); beam: (sentences, 2*beam)).
+    """
+    vocab = getattr(state, "vocab", None)
+    if vocab is None:
+        return columns
+    return vocab.gather(1, columns.reshape(vocab.size(0), -1)).view_as(columns)
 
 
 def _keep_step_attention(kept: Tensor | None, state: Any, live: Tensor, t: int, batch: int, steps: int) -> Tensor:
@@ -155,11 +169,11 @@ def beam_search(
     limits = max_lengths.tolist()
     for t in range(int(max_lengths.max())):
         n = len(live)
-        log_probs, state = step(history[:, -1], state)  # (live*beam, vocab)
+        log_probs, state = step(history[:, -1], state)  # (live*beam, vocab), or (live*beam, C) with a shortlist
         vocab = log_probs.size(1)
         candidates = scores.unsqueeze(2) + log_probs.view(n, k, vocab)  # (live, beam, vocab)
         top_scores, top_index = candidates.view(n, -1).topk(2 * k, dim=1)  # (live, 2*beam)
-        top_beam, top_token = top_index // vocab, top_index % vocab
+        top_beam, top_token = top_index // vocab, token_ids(state, top_index % vocab)
         # Candidates ending in EOS among the best k end their hypothesis.
         is_eos = top_token == eos
         for i, j in is_eos[:, :k].nonzero().tolist():
@@ -238,26 +252,49 @@ def forced_decode(
 
 @dataclass
 class ModelState:
-    """A search row of the model: its decoder state and the encoder memory it attends to."""
+    """The search rows of the model: their decoder states and the encoder memory they attend to.
+
+    `sentence` (rows,) says which sentence each row decodes: its row of the memory (and of the shortlist's
+    `vocab` and `output`). A beam's hypotheses share their sentence's memory row instead of copies of it;
+    the rows of a sentence are contiguous and equally many (greedy: one; beam search: its beams). Without
+    `sentence`, row i is sentence i. With a shortlist, every sentence decodes over its own candidate ids only
+    (`vocab`, (sentences, C)), with the output layer cut to them once per batch (`output`, from the model's
+    `output_rows`).
+    """
 
     decoder: DecoderState
     memory: Memory
     attention: Tensor | None = None  # (rows, src_len) the last step's attention weights (None without attention)
+    vocab: Tensor | None = None  # (sentences, C) candidate target ids, or None: the whole vocabulary
+    output: Any = None  # the output layer(s) cut to `vocab` (one `OutputRows`, or a list: an ensemble's)
+    sentence: Tensor | None = None  # (rows,) each row's sentence, numbered 0, 1, ... in row order
 
     def index_select(self, rows: Tensor) -> ModelState:
-        return ModelState(self.decoder.index_select(rows), self.memory.index_select(rows))
+        """Keep `rows` (sentence by sentence, in order); the sentences left without rows leave the memory."""
+        decoder = self.decoder.index_select(rows)
+        if self.sentence is None:
+            return ModelState(decoder, self.memory.index_select(rows))
+        sentences = int(self.sentence[-1]) + 1
+        kept, sentence = torch.unique_consecutive(self.sentence[rows], return_inverse=True)  # (sentences left,)
+        memory, vocab, output = self.memory, self.vocab, self.output
+        if kept.numel() < sentences:
+            memory = memory.index_select(kept)
+            if vocab is not None:
+                vocab = vocab.index_select(0, kept)
+                output = [o.sentences(kept) for o in output] if isinstance(output, list) else output.sentences(kept)
+        return ModelState(decoder, memory, None, vocab, output, sentence)
 
     def reorder(self, rows: Tensor) -> ModelState:
-        """Rows within each sentence's beam: their memory rows are equal, so the memory stays."""
-        return ModelState(self.decoder.index_select(rows), self.memory)
+        """Rows within each sentence's beam: their sentences, memory and candidates stay."""
+        return ModelState(self.decoder.index_select(rows), self.memory, None, self.vocab, self.output, self.sentence)
 
 
 def model_step(model: Any) -> StepFn:
-    """The search step of a `Seq2Seq`: prev (rows,), ModelState -> log-probs (rows, vocab), ModelState."""
+    """The search step of a `Seq2Seq`: prev (rows,), ModelState -> log-probs (rows, vocab or C), ModelState."""
 
     def step(prev: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
-        log_probs, decoder, attention = model.decode_step(prev, state.decoder, state.memory)
-        return log_probs, ModelState(decoder, state.memory, attention)
+        log_probs, decoder, attention = model.decode_step(prev, state.decoder, state.memory, state.output)
+        return log_probs, ModelState(decoder, state.memory, attention, state.vocab, state.output, state.sentence)
 
     return step
 
@@ -269,15 +306,25 @@ def max_output_lengths(src_lengths: Tensor, cfg: DecodeConfig) -> Tensor:
 
 @torch.no_grad()
 def translate_batch(
-    model: Any, batch: Batch, cfg: DecodeConfig, keep_attention: bool = False
+    model: Any,
+    batch: Batch,
+    cfg: DecodeConfig,
+    keep_attention: bool = False,
+    shortlist: LexicalShortlist | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode one batch with `model` (a `Seq2Seq` or an `Ensemble`); greedy when `cfg.beam_size == 1`.
 
     `keep_attention` (greedy only, a model with attention): each hypothesis keeps its attention weights,
-    (output steps with EOS, source length with EOS).
+    (output steps with EOS, source length with EOS). `shortlist`: every sentence searches over its own
+    candidate target ids only (`seq2seq.shortlist`).
     """
     memory, decoder_state = model.encode(batch.src, batch.src_lengths)
-    state = ModelState(decoder_state, memory)
+    sentence = torch.arange(batch.size, device=batch.src.device)
+    state = ModelState(decoder_state, memory, sentence=sentence)
+    if shortlist is not None:
+        candidates = shortlist.candidates(batch.src, model.tgt_vocab_size)
+        output = model.output_rows(candidates.shared, candidates.own, candidates.valid)
+        state = ModelState(decoder_state, memory, None, candidates.ids, output, sentence)
     max_lengths = max_output_lengths(batch.src_lengths, cfg).to(batch.src.device)
     if cfg.beam_size == 1:
         hyps = greedy_search(model_step(model), state, max_lengths, keep_attention=keep_attention)
@@ -287,8 +334,8 @@ def translate_batch(
         return [[h] for h in hyps]
     if keep_attention:
         raise ValueError("attention weights are kept by greedy search only (beam_size=1)")
-    # every sentence's memory and state, once per beam (sentence-major rows)
-    state = state.index_select(torch.arange(batch.size, device=batch.src.device).repeat_interleave(cfg.beam_size))
+    # every sentence's decoder state once per beam (sentence-major rows); the memory stays one row per sentence
+    state = state.index_select(sentence.repeat_interleave(cfg.beam_size))
     return beam_search(model_step(model), state, max_lengths, cfg.beam_size, cfg.alpha, cfg.nbest)
 
 

@@ -1,7 +1,7 @@
 """Translation as a service: a JSON API with dynamic batching, and a page that draws the attention.
 
     python -m seq2seq.serve CHECKPOINT [CHECKPOINT ...] [--host 127.0.0.1] [--port 8000] [--device auto]
-                            [--quantize int8]
+                            [--quantize int8] [--shortlist]
                             [--max-batch-sentences N] [--max-wait-ms M] [--max-lines L] ...
 
 CHECKPOINT is a best.pt / last.pt / averaged.pt file written by seq2seq.train, or a run folder (as for
@@ -33,6 +33,7 @@ from seq2seq.device import resolve_device
 from seq2seq.model import count_parameters
 from seq2seq.quantize import QUANTIZATIONS, quantize_int8
 from seq2seq.results import RunResults
+from seq2seq.shortlist import shortlist_from_checkpoint
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.translate import checkpoint_path
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="int8: 8-bit decoder weights (CPU)")
+    parser.add_argument("--shortlist", action="store_true", help="search over the checkpoint's lexical shortlist only")
     parser.add_argument("--threads", type=int, help="PyTorch CPU threads per decoder (default: cores / decoders)")
     batching = parser.add_argument_group("dynamic batching")
     batching.add_argument("--max-batch-sentences", type=int, default=32, help="sentences per decoding batch")
@@ -168,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device, "--device")
         decoders = decoding_threads(args, device)
         model, tokenizer, config = load_models(args.checkpoints, device)
-        info = model_info(model, tokenizer, config, args.checkpoints, device) | {"quantize": args.quantize}
+        shortlist = shortlist_from_checkpoint(checkpoint_path(args.checkpoints[0])) if args.shortlist else None
+        info = model_info(model, tokenizer, config, args.checkpoints, device)
+        info |= {"quantize": args.quantize, "shortlist": args.shortlist}
         if args.quantize == "int8":
             quantize_int8(model)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = api.DecodeSettings(
         min(config.decode.beam_size, limits.max_beam_size), 1, min(config.decode.alpha, limits.max_alpha), False
     )
-    translator = api.Translator(model, tokenizer, config.decode)
+    translator = api.Translator(model, tokenizer, config.decode, shortlist)
     app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders)
     log.info("serving %s on http://%s:%d (page: /, API docs: /docs)", ", ".join(args.checkpoints), args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

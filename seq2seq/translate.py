@@ -1,7 +1,7 @@
 """Translate standard input with a checkpoint: exactly one output line per input line, in order.
 
     python -m seq2seq.translate CHECKPOINT [CHECKPOINT ...] [--beam-size N] [--nbest K] [--batch-size B]
-        [--alignment [pieces|words]] [--device D] [--quantize int8] < in > out
+        [--alignment [pieces|words]] [--device D] [--quantize int8] [--shortlist] < in > out
 
 CHECKPOINT is a best.pt / last.pt file written by seq2seq.train, or a run folder (outputs/DATE/TIME),
 which stands for its checkpoints/best.pt; several checkpoints decode as an ensemble (seq2seq.ensemble).
@@ -28,10 +28,12 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, DecodeConfig, validate_decode
 from seq2seq.device import resolve_device
 from seq2seq.ensemble import Translator, load_models
+from seq2seq.files import strip_line_end
 from seq2seq.inference import attention_for, translate_sentences
 from seq2seq.quantize import QUANTIZATIONS, quantize_int8
 from seq2seq.results import RunResults
 from seq2seq.search import Hypothesis
+from seq2seq.shortlist import LexicalShortlist, shortlist_from_checkpoint
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger("seq2seq.translate")
@@ -59,6 +61,12 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
         choices=QUANTIZATIONS,
         default="none",
         help="int8: the decoder's matrix products with 8-bit weights on the CPU (faster; docs/decoding.md)",
+    )
+    parser.add_argument(
+        "--shortlist",
+        action="store_true",
+        help="search over the target subwords the batch's sources make likely (the lexical shortlist stored in the "
+        "(first) checkpoint by seq2seq.shortlist; faster; docs/decoding.md)",
     )
 
 
@@ -103,9 +111,10 @@ def load_for_decoding(args: argparse.Namespace, **extra: int | None):  # noqa: A
     return model, tokenizer, config, decode
 
 
-def strip_line_end(raw: bytes) -> bytes:
-    """A raw line without its ending: only a newline byte ends a line; a carriage return just before it goes too."""
-    return raw.removesuffix(b"\n").removesuffix(b"\r")
+def load_shortlist(args: argparse.Namespace) -> LexicalShortlist | None:
+    """With `--shortlist`, the shortlist stored in the first checkpoint (an ensemble's members share the
+    vocabularies); `CheckpointError` if it has none."""
+    return shortlist_from_checkpoint(checkpoint_path(args.checkpoint[0])) if args.shortlist else None
 
 
 def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
@@ -138,10 +147,12 @@ def translate_stream(
     chunk_size: int = 1000,
     progress: bool = False,
     alignment: str | None = None,
+    shortlist: LexicalShortlist | None = None,
 ) -> int:
     """Translate `source` line by line into `target`: one output line per input line. Returns the count.
 
     `alignment` ("pieces" or "words"): each hypothesis is followed by " ||| " and its hard alignment.
+    `shortlist`: search over each batch's candidate target ids only.
     """
     device = next(model.parameters()).device
     count = 0
@@ -155,6 +166,7 @@ def translate_stream(
             max_src_tokens=MAX_SOURCE_TOKENS,
             progress=progress,
             first_line=count + 1,
+            shortlist=shortlist,
         )
         links = alignments(model, tokenizer, chunk, hypotheses, decode, alignment) if alignment else None
         for line, hyps in enumerate(hypotheses):
@@ -217,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     try:
         model, tokenizer, _, decode = load_for_decoding(args, nbest=args.nbest)
+        shortlist = load_shortlist(args)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.translate: {exc}", file=sys.stderr)
         return 2
@@ -238,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         args.chunk_size,
         progress=sys.stderr.isatty(),
         alignment=args.alignment,
+        shortlist=shortlist,
     )
     log.info("translated %d lines", count)
     return 0

@@ -25,6 +25,7 @@ from seq2seq.loss import sequence_loss
 from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq
 from seq2seq.results import CheckpointScores, SearchScores
+from seq2seq.shortlist import LexicalShortlist
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 log = logging.getLogger("seq2seq.trainer")
@@ -106,10 +107,14 @@ def search_scores(
     decode: DecodeConfig,
     device: torch.device,
     progress: bool = False,
+    shortlist: LexicalShortlist | None = None,
 ) -> tuple[SearchScores, list[str]]:
-    """Translate `corpus.src` with `decode` (its best hypothesis) and score against `corpus.tgt`, timed."""
+    """Translate `corpus.src` with `decode` (its best hypothesis) and score against `corpus.tgt`, timed.
+
+    `shortlist`: each batch searches over its candidate target ids only (`seq2seq.shortlist`)."""
     start = time.monotonic()
-    hyps = best_strings(tokenizer, translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress))
+    found = translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress, shortlist=shortlist)
+    hyps = best_strings(tokenizer, found)
     seconds = time.monotonic() - start
     return SearchScores.measured(decode.beam_size, score(hyps, corpus.tgt), len(hyps), seconds), hyps
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -20,21 +18,10 @@ from seq2seq.data import make_batch, prepare_data, token_batches
 from seq2seq.optim import TrainStep
 from seq2seq.run import train
 
-from .conftest import REPO, tiny_overrides
+from .conftest import REPO, load_script, tiny_overrides
 from .tiny_models import CORPUS, TINY_BENCHMARK, corpus_lines, tiny_model, tiny_tokenizer
 
 SCRIPTS = REPO / "scripts"
-
-
-def load_script(name: str) -> ModuleType:
-    """scripts/NAME.py as a module (scripts/ is not a package, and is not put on sys.path)."""
-    module_name = f"seq2seq_scripts_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
 benchmark = load_script("benchmark")

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, load_script
 from .tiny_models import TINY_BENCHMARK
 
 TINY = [*TINY_BENCHMARK, "data.test_prefix=test", "train.threads=1"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("paired_benchmark", REPO / "scripts" / "paired_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paired_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -49,9 +40,9 @@ def test_paired_steps_of_two_configs(tmp_path, spm_cache):
 
 def test_a_baseline_that_is_no_checkout_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        load_script().main(["--data-dir", str(tmp_path), "--baseline", str(tmp_path)])
+        load_script("paired_benchmark").main(["--data-dir", str(tmp_path), "--baseline", str(tmp_path)])
     assert "not a checkout of this project" in capsys.readouterr().err
 
 
 def test_quartiles_of_one_value():
-    assert load_script().quartiles([1.25]) == [1.25, 1.25, 1.25]
+    assert load_script("paired_benchmark").quartiles([1.25]) == [1.25, 1.25, 1.25]

@@ -8,7 +8,14 @@ import torch
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.data import make_batch
 from seq2seq.model import build_model
-from seq2seq.search import ModelState, beam_search, greedy_search, model_step, translate_batch
+from seq2seq.search import (
+    ModelState,
+    beam_search,
+    greedy_search,
+    max_output_lengths,
+    model_step,
+    translate_batch,
+)
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 
@@ -145,3 +152,22 @@ def test_done_sentences_leave_the_batch_and_change_nothing(beam_size):
         alone = search([s], [])[0]
         assert [h.tokens for h in together[s]] == [h.tokens for h in alone]
         assert [h.log_prob for h in together[s]] == pytest.approx([h.log_prob for h in alone])
+
+
+@pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "none"), ("rnn", "luong_general")])
+def test_beam_rows_share_their_sentence_memory_and_find_what_copies_of_it_find(cell, attention):
+    """translate_batch keeps one memory row per sentence for all its beams; copying it per row, as before,
+    gives the same hypotheses (sentences of different lengths, so some finish and leave first)."""
+    torch.manual_seed(5)
+    model = build_model(ModelConfig(cell=cell, attention=attention, embedding_size=16, hidden_size=24), 40, 30).eval()
+    batch = make_batch([[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]])
+    cfg = DecodeConfig(beam_size=3, nbest=3, max_len_b=6, alpha=0.0)
+    shared = translate_batch(model, batch, cfg)
+    memory, decoder_state = model.encode(batch.src, batch.src_lengths)
+    copies = ModelState(decoder_state, memory).index_select(torch.arange(batch.size).repeat_interleave(3))
+    assert copies.memory.values.size(0) == 3 * batch.size  # the old layout: a memory row per hypothesis
+    max_lengths = max_output_lengths(batch.src_lengths, cfg)
+    copied = beam_search(model_step(model), copies, max_lengths, beam_size=3, alpha=0.0, nbest=3)
+    for ours, theirs in zip(shared, copied):
+        assert [h.tokens for h in ours] == [h.tokens for h in theirs]
+        assert [h.log_prob for h in ours] == pytest.approx([h.log_prob for h in theirs], abs=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from seq2seq import api, serve
+from seq2seq import api, serve, shortlist
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.config import Config, TokenizerConfig
 from seq2seq.inference import translate_sentences
@@ -297,3 +298,19 @@ def test_the_command_line_serves_an_int8_model(run_dir, monkeypatch):
         assert info["quantize"] == "int8" and info["model"]["parameters"] > 0
         assert info["batching"]["decoders"] == 2
         assert len(translate(test_client, text=LINES)["translations"]) == len(LINES)
+
+
+def test_the_command_line_serves_with_a_shortlist(run_dir, tmp_path, monkeypatch, capsys):
+    """`--shortlist` needs one stored in the checkpoint (else exit 2 naming the command); then /info says so."""
+    checkpoint = tmp_path / "best.pt"
+    shutil.copy(run_dir / "checkpoints" / "best.pt", checkpoint)
+    assert serve.main([str(checkpoint), "--shortlist"]) == 2
+    assert "python -m seq2seq.shortlist" in capsys.readouterr().err
+    corpus = REPO / "data" / "synth_de_en"
+    assert shortlist.main([str(checkpoint), "--src", str(corpus / "val.de"), "--tgt", str(corpus / "val.en")]) == 0
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.update(app=app, **options))
+    assert serve.main([str(checkpoint), "--shortlist"]) == 0
+    with TestClient(served["app"]) as test_client:
+        assert test_client.get("/info").json()["shortlist"] is True
+        assert len(translate(test_client, text=LINES, beam_size=2)["translations"]) == len(LINES)

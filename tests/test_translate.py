@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from seq2seq.config import DecodeConfig, ModelConfig, TokenizerConfig
 from seq2seq.corpus import ParallelCorpus
-from seq2seq.evaluate import read_lines
+from seq2seq.files import read_lines
 from seq2seq.model import build_model
 from seq2seq.tokenizer import build_tokenizer
 from seq2seq.translate import read_chunks, translate_stream
