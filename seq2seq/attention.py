@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seq2seq.cells import tanh_
+from seq2seq.cells import tanh, tanh_
 
 
 class Attention(nn.Module):
@@ -54,7 +54,7 @@ class Attention(nn.Module):
         if self.kind == "bahdanau":
             q = self.query_layer(query).unsqueeze(2)  # (batch, steps, 1, attention)
             energies = q + keys.unsqueeze(1)  # (batch, steps, src_len, attention): a fresh tensor
-            energies = torch.tanh(energies) if energies.requires_grad else tanh_(energies)  # in place in search
+            energies = tanh(energies) if energies.requires_grad else tanh_(energies)  # in place in search
             scores = self.energy(energies).squeeze(3)  # (batch, steps, src_len)
         else:
             scores = torch.bmm(keys, query.transpose(1, 2)).transpose(1, 2)  # (batch, steps, src_len)

@@ -98,6 +98,7 @@ class TrainConfig:
     seed: int = 1234  # seeds initialisation, batch order, dropout and teacher-forcing draws
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int | None = None  # torch CPU threads; null: torch's default
+    reuse_freed_memory: bool = True  # Linux (glibc): freed blocks of any size stay for reuse, not unmapped
     batch_tokens: int = 2000  # token budget per batch (max(src, tgt) length x sentences)
     max_steps: int | None = None  # stop after this many updates (null: no limit); the first of the three limits stops
     max_epochs: int | None = 3  # stop after this many passes over the training data (null: no limit)

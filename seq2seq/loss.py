@@ -41,13 +41,16 @@ class FusedCrossEntropy(torch.autograd.Function):
             t = target[start : start + rows]
             keep = t != ignore_index  # (rows,)
             gold = t.masked_fill(~keep, 0).unsqueeze(1)  # (rows, 1), any valid index where ignored
-            lse = torch.logsumexp(x, dim=1, keepdim=True)  # (rows, 1)
+            g = grad[start : start + rows]
+            top = x.amax(dim=1, keepdim=True)  # (rows, 1)
+            torch.sub(x, top, out=g).exp_()  # exp(x - max): one exp pass serves the loss and the gradient
+            total_exp = g.sum(dim=1, keepdim=True)  # (rows, 1)
+            lse = top + total_exp.log()  # logsumexp(x)
             loss = lse - (1 - smoothing) * x.gather(1, gold)
             if smoothing:
                 loss -= smoothing * x.mean(dim=1, keepdim=True)
             total += torch.where(keep, loss.squeeze(1), 0.0).sum()
-            g = grad[start : start + rows]
-            torch.sub(x, lse, out=g).exp_().sub_(smoothing / vocab)  # softmax - e/V
+            g.div_(total_exp).sub_(smoothing / vocab)  # softmax - e/V
             g.scatter_add_(1, gold, g.new_full(gold.shape, -(1 - smoothing)))  # - (1 - e) at the gold token
             g.mul_(keep.unsqueeze(1))  # ignored rows have no gradient
         ctx.save_for_backward(grad)

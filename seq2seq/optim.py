@@ -19,7 +19,7 @@ from torch import nn
 
 from seq2seq.config import TrainConfig
 from seq2seq.data import Batch
-from seq2seq.device import autocast_dtype
+from seq2seq.device import autocast_dtype, reuse_freed_memory
 from seq2seq.distributed import DistributedContext
 from seq2seq.loss import sequence_loss
 
@@ -133,6 +133,8 @@ class TrainStep:
         # fp16 needs loss scaling so small gradients do not underflow; for fp32/bf16 the scaler is a no-op
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.generator = torch.Generator().manual_seed(cfg.seed)  # teacher-forcing coin flips
+        if cfg.reuse_freed_memory:
+            reuse_freed_memory()  # the (tokens, vocab) tensors of each step reuse the last step's memory
 
     @property
     def lr(self) -> float:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.cells import CellState, StackedCell, cell_equations, make_sequence_rnn, tanh_
+from seq2seq.cells import CellState, StackedCell, cell_equations, make_sequence_rnn, tanh, tanh_
 from seq2seq.encoder import run_unpacked
 
 
@@ -134,3 +134,14 @@ def test_search_tanh_is_tanh_in_place_outside_autograd():
     assert tanh_(y) is y  # in place: no new tensor in the search's inner loop
     assert float((y - torch.tanh(x)).abs().max()) < 1e-6
     assert tanh_(torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_training_tanh_has_tanh_values_and_gradients():
+    x = (torch.randn(4, 7, 9) * 3).requires_grad_()
+    exact = x.detach().clone().requires_grad_()
+    y, reference = tanh(x), torch.tanh(exact)
+    torch.testing.assert_close(y, reference, atol=1e-6, rtol=0)
+    weights = torch.randn(4, 7, 9)
+    (y * weights).sum().backward()
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(x.grad, exact.grad, atol=1e-5, rtol=0)
