@@ -187,8 +187,8 @@ class Decoder(nn.Module):
         group = rows // sentences  # rows per memory row: 1, or in beam search a sentence's hypotheses
         if embedded is None:
             embedded = self.dropout(self.embedding(prev))  # (batch, embedding)
-        fixed = memory.context if group == 1 else memory.context.repeat_interleave(group, dim=0)  # (batch, encoder)
-        if self.attention is None:
+        if self.attention is None:  # the fixed context, each sentence's once per row: (batch, encoder)
+            fixed = memory.context if group == 1 else memory.context.repeat_interleave(group, dim=0)
             rnn_input = torch.cat([embedded, fixed], dim=1)
         elif self.input_feeding:
             rnn_input = torch.cat([embedded, state.feed], dim=1)

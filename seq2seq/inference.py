@@ -43,8 +43,8 @@ def translate_sentences(
 
     A sentence that is empty (or only whitespace) gets one empty hypothesis without
     running the model. Sources longer than `max_src_tokens` subwords are truncated, with a warning
-    that names the line (`first_line` is the number of `sentences[0]` in the input). `shortlist`: each
-    batch searches over its candidate target ids only (`seq2seq.shortlist`).
+    that names the line (`first_line` is the number of `sentences[0]` in the input). `shortlist`: every
+    sentence searches over its own candidate target ids only (`seq2seq.shortlist`).
     """
     was_training = model.training
     model.eval()

@@ -65,8 +65,8 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shortlist",
         action="store_true",
-        help="search over the target subwords the batch's sources make likely (the lexical shortlist stored in the "
-        "(first) checkpoint by seq2seq.shortlist; faster; docs/decoding.md)",
+        help="search each sentence over the target subwords its source makes likely (the lexical shortlist "
+        "stored in the (first) checkpoint by seq2seq.shortlist; faster; docs/decoding.md)",
     )
 
 
@@ -152,7 +152,7 @@ def translate_stream(
     """Translate `source` line by line into `target`: one output line per input line. Returns the count.
 
     `alignment` ("pieces" or "words"): each hypothesis is followed by " ||| " and its hard alignment.
-    `shortlist`: search over each batch's candidate target ids only.
+    `shortlist`: every sentence searches over its own candidate target ids only.
     """
     device = next(model.parameters()).device
     count = 0

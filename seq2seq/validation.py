@@ -111,7 +111,7 @@ def search_scores(
 ) -> tuple[SearchScores, list[str]]:
     """Translate `corpus.src` with `decode` (its best hypothesis) and score against `corpus.tgt`, timed.
 
-    `shortlist`: each batch searches over its candidate target ids only (`seq2seq.shortlist`)."""
+    `shortlist`: every sentence searches over its own candidate target ids only (`seq2seq.shortlist`)."""
     start = time.monotonic()
     found = translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress, shortlist=shortlist)
     hyps = best_strings(tokenizer, found)
