@@ -26,7 +26,10 @@ Efficiency, in the same run:
   backward, optimizer: `TrainStep.step`), decoding's per sentence over the first --flop-sentences test
   sentences (0: all), scaled to the split. GFLOP/s = FLOPs per token (sentence) x the median tokens
   (sentences) per second; its share of the peak is against the training precision's peak where measured
-  (else fp32's), decoding's against fp32's.
+  (else fp32's), decoding's against fp32's. fp32 training with bf16 products (`train.matmul_precision`)
+  is held to both peaks: the FLOPs of bf16 matrix products are counted apart ("bf16_flops_per_token"),
+  and the share is the time all FLOPs would take at their peaks (bf16 ones at the bf16 peak, the rest at
+  fp32's) over the time they took ("peak_used": "fp32+bf16").
   The counter has formulas for matmuls (mm, addmm, bmm, baddbmm), convolutions and attention kernels only.
   The fused recurrent kernels are counted analytically (ANALYTIC_FLOPS): per layer, direction and time
   step, forward 2 * batch * G * H * (input + H) with G = 1 (tanh RNN), 3 (GRU), 4 (LSTM), backward twice
@@ -326,6 +329,26 @@ class UncountedOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+MATMULS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm}
+WITH_BIAS = {torch.ops.aten.addmm, torch.ops.aten.baddbmm}
+
+
+class Bf16Matmuls(TorchDispatchMode):
+    """Adds up the FLOPs of the matrix products whose operands are bf16 (`train.matmul_precision=bf16`, autocast):
+    held to the bf16 peak, the rest to the fp32 peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func._overloadpacket in MATMULS:
+            a, b = args[1:3] if func._overloadpacket in WITH_BIAS else args[:2]  # addmm(bias, a, b)
+            if a.dtype == torch.bfloat16:
+                self.flops += 2 * a.numel() * b.size(-1)  # (..., M, K) x (..., K, N): 2 M K N per matrix
+        return func(*args, **(kwargs or {}))
+
+
 @dataclass
 class FlopCount:
     """FLOPs (a multiply-add counts 2) of some work, per op, and the ops that ran without a formula."""
@@ -333,12 +356,13 @@ class FlopCount:
     total: int
     by_op: dict[str, int]  # "aten.mm" -> FLOPs
     uncounted: dict[str, str]  # op -> "analytic" | "not counted" | "not counted (pointwise gates: ...)"
+    bf16: int = 0  # of `total`, the FLOPs of matrix products in bf16
 
 
 def count_flops(run: Callable[[], Any]) -> FlopCount:
     """The FLOPs of `run()`: FlopCounterMode's matmul/attention formulas, plus ANALYTIC_FLOPS for fused RNNs."""
-    uncounted = UncountedOps()
-    with uncounted, FlopCounterMode(display=False, custom_mapping=ANALYTIC_FLOPS) as counter:
+    uncounted, bf16 = UncountedOps(), Bf16Matmuls()
+    with uncounted, bf16, FlopCounterMode(display=False, custom_mapping=ANALYTIC_FLOPS) as counter:
         run()
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     analytic = {str(op) for op in ANALYTIC_FLOPS}
@@ -350,7 +374,8 @@ def count_flops(run: Callable[[], Any]) -> FlopCount:
             return "not counted (pointwise gates; their matmuls are counted as mm)"
         return "not counted"
 
-    return FlopCount(int(counter.get_total_flops()), by_op, {name: how(name) for name in sorted(uncounted.names)})
+    uncounted_ops = {name: how(name) for name in sorted(uncounted.names)}
+    return FlopCount(int(counter.get_total_flops()), by_op, uncounted_ops, bf16.flops)
 
 
 def synchronize(device: torch.device) -> None:
@@ -417,6 +442,7 @@ def training_flops(
     count = count_flops(run)
     return {
         "flops_per_token": round(count.total / tokens),
+        "bf16_flops_per_token": round(count.bf16 / tokens),  # of those, in bf16 matrix products
         "flop_steps": steps,
         "flops_per_token_by_op": {op: round(n / tokens) for op, n in sorted(count.by_op.items())},
         "uncounted_ops": count.uncounted,
@@ -583,8 +609,10 @@ def three_digits(x: float) -> float:
 def add_efficiency(report: dict) -> None:
     """GFLOP/s achieved (FLOPs per token or sentence x the median rate) and their share of the matmul peak.
 
-    Training is held to the peak of its precision where that was measured (bf16/fp16), else to fp32's;
-    decoding (always fp32) to fp32's. In place, on our entries (the peer's FLOPs are not counted).
+    Training is held to the peak of its precision where that was measured (bf16/fp16), else to fp32's; with
+    bf16 products in fp32 training (`train.matmul_precision`), to both: the share is the time the FLOPs would
+    take at the peaks (bf16 products at the bf16 peak, the rest at fp32's) over the time they took. Decoding
+    (always fp32) is held to fp32's. In place, on our entries (the peer's FLOPs are not counted).
     """
     peak, t = report.get("peak") or {}, report["training"]
     if t.get("flops_per_token"):
@@ -592,6 +620,12 @@ def add_efficiency(report: dict) -> None:
         t["peak_used"] = precision if peak.get(f"{precision}_gflops") else "fp32"
         t["gflops"] = three_digits(t["flops_per_token"] * t["tokens_per_sec"] / 1e9)
         t["share_of_peak"] = share(t["gflops"], peak.get(f"{t['peak_used']}_gflops"))
+        bf16 = t.get("bf16_flops_per_token", 0)
+        if precision == "fp32" and bf16 and peak.get("bf16_gflops"):
+            fp32 = t["flops_per_token"] - bf16
+            ideal = (fp32 / peak["fp32_gflops"] + bf16 / peak["bf16_gflops"]) / 1e9  # seconds per token at the peaks
+            t["peak_used"], t["bf16_share_of_flops"] = "fp32+bf16", float(f"{bf16 / t['flops_per_token']:.3g}")
+            t["share_of_peak"] = float(f"{ideal * t['tokens_per_sec']:.3g}")
     d = report.get("decoding")
     for name, _ in SEARCHES if d else ():
         entry = d[name]

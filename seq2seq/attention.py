@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.cells import tanh, tanh_
+from seq2seq.precision import Linear
 
 
 class Attention(nn.Module):
@@ -30,11 +31,11 @@ class Attention(nn.Module):
         self.kind = kind
         if kind == "bahdanau":
             attention_size = attention_size or query_size
-            self.key_layer = nn.Linear(key_size, attention_size, bias=False)
-            self.query_layer = nn.Linear(query_size, attention_size, bias=False)
+            self.key_layer = Linear(key_size, attention_size, bias=False)
+            self.query_layer = Linear(query_size, attention_size, bias=False)
             self.energy = nn.Linear(attention_size, 1, bias=False)
         elif kind == "luong_general":
-            self.key_layer = nn.Linear(key_size, query_size, bias=False)
+            self.key_layer = Linear(key_size, query_size, bias=False)
         elif kind == "luong_dot":
             if query_size != key_size:
                 raise ValueError(f"luong_dot attention needs query size == key size, got {query_size} and {key_size}")

@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seq2seq.precision import linear, uses_low_precision
+
 
 def tanh_(x: Tensor) -> Tensor:
     """tanh(x) in place, for a tensor outside autograd (search). On a CPU in fp32 as 2 sigmoid(2x) - 1 (within
@@ -119,19 +121,26 @@ class StackedCell(nn.Module):
             cell_class(input_size if i == 0 else hidden_size, hidden_size, **kwargs) for i in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout)
+        self.matmul_dtype = torch.float32  # bf16: the training products in bf16 (`seq2seq.precision`)
 
     def forward(self, x: Tensor, state: CellState) -> tuple[Tensor, CellState]:
         """x: (batch, input_size) -> output of the top layer (batch, hidden), new state."""
         hidden, cells = [], []
+        low = uses_low_precision(self, x)
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x)
-            if self.kind == "lstm":
-                assert state.cell is not None
-                h, c = layer(x, (state.hidden[i], state.cell[i]))
-                cells.append(c)
+            c = None if state.cell is None else state.cell[i]
+            if low:  # the same equations, the two products in bf16
+                gi = linear(x, layer.weight_ih, layer.bias_ih, self.matmul_dtype)  # (batch, gates * hidden)
+                gh = linear(state.hidden[i], layer.weight_hh, layer.bias_hh, self.matmul_dtype)
+                h, c, _ = gate_equations(self.kind, gi, gh, state.hidden[i], c)
+            elif self.kind == "lstm":
+                h, c = layer(x, (state.hidden[i], c))
             else:
                 h = layer(x, state.hidden[i])
+            if self.kind == "lstm":
+                cells.append(c)
             hidden.append(h)
             x = h
         return x, CellState(tuple(hidden), tuple(cells) if self.kind == "lstm" else None)

@@ -23,6 +23,7 @@ LR_SCHEDULERS = ("none", "plateau", "warmup_decay")
 TF_SCHEDULES = ("constant", "linear", "inverse_sigmoid")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+MATMUL_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -129,6 +130,7 @@ class TrainConfig:
     max_bad_steps: int = 10  # stop when more steps than this in a row have a non-finite loss or gradient
     resume: str | None = None  # continue a run: a checkpoint path, or auto (run_dir/checkpoints/last.pt)
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA or a CPU with bf16) | fp16 (CUDA, with a gradient scaler)
+    matmul_precision: str = "auto"  # decoder/output training products: auto (bf16 if a CPU has it) | fp32 | bf16
     insight: bool = True  # at each validation: attention heatmaps, gate statistics, gradient by source distance
     insight_sentences: int = 4  # the fixed validation sentences the insight pictures and statistics use
     average_checkpoints: int = 0  # N >= 2: keep the last N validation checkpoints, average them after training
@@ -259,6 +261,7 @@ def validate_train(t: TrainConfig) -> None:
     if t.resume is not None and not str(t.resume).strip():
         raise ConfigError("train.resume must be a checkpoint path, auto, or null")
     _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
     _positive("train.insight_sentences", t.insight_sentences)
     n = t.average_checkpoints
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:

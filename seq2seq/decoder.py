@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from seq2seq.attention import Attention
 from seq2seq.cells import CellState, StackedCell, tanh_
+from seq2seq.precision import Linear, LowPrecisionMatmul, uses_low_precision
 
 
 @dataclass
@@ -126,6 +127,23 @@ class GivenLinear(nn.Module):
         return nn.functional.linear(x, self.weight, self.bias)
 
 
+class OutputLayer(Linear):
+    """The output projection, readout (..., readout_size) -> scores (..., vocab), without a bias.
+
+    The largest cost per target token in training: three (tokens x readout x vocab) products a step. With
+    `matmul_dtype` bf16 (`seq2seq.precision`) the training scores come out in bf16, as under autocast, and
+    the cross-entropy's gradient stays bf16 for the two backward products.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not uses_low_precision(self, x):
+            return nn.functional.linear(x, self.weight)
+        return LowPrecisionMatmul.apply(x, self.weight, self.matmul_dtype)
+
+
 class Decoder(nn.Module):
     def __init__(
         self,
@@ -154,9 +172,9 @@ class Decoder(nn.Module):
         self.rnn = StackedCell(cell, embedding_size + extra, hidden_size, num_layers, dropout)
         # bridge: the encoder's final state -> every layer's initial h (and c for the LSTM)
         states_per_layer = 2 if cell == "lstm" else 1
-        self.bridge = nn.Linear(encoder_size, num_layers * states_per_layer * hidden_size)
-        self.readout = nn.Linear(hidden_size + encoder_size + embedding_size, readout_size)
-        self.output = nn.Linear(readout_size, vocab_size, bias=False)
+        self.bridge = Linear(encoder_size, num_layers * states_per_layer * hidden_size)
+        self.readout = Linear(hidden_size + encoder_size + embedding_size, readout_size)
+        self.output = OutputLayer(readout_size, vocab_size)
         if tie_embeddings:
             if readout_size != embedding_size:
                 raise ValueError("tied embeddings need readout_size == embedding_size")

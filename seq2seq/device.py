@@ -9,6 +9,7 @@ import sys
 import torch
 
 from seq2seq.config import ConfigError
+from seq2seq.precision import native_cpu_bf16
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError("train.precision=bf16: this GPU has no bfloat16; use fp16 or fp32")
-        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-        if device.type == "cpu" and not native():
+        if device.type == "cpu" and not native_cpu_bf16():
             log.warning("train.precision=bf16: oneDNN reports no native bf16 on this CPU; expect it to be slow")
         return torch.bfloat16
     if device.type == "cpu":

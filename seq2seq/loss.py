@@ -33,7 +33,9 @@ class FusedCrossEntropy(torch.autograd.Function):
         ctx: Any, logits: torch.Tensor, target: torch.Tensor, smoothing: float, ignore_index: int
     ) -> torch.Tensor:
         vocab = logits.size(1)
-        grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)  # d loss / d logits
+        # d loss / d logits, in the logits' dtype when that is bf16 (the output layer's bf16 products read it)
+        grad_dtype = torch.bfloat16 if logits.dtype == torch.bfloat16 else torch.float32
+        grad = torch.empty(logits.shape, dtype=grad_dtype, device=logits.device)
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         rows = ROWS_PER_SLICE if logits.device.type == "cpu" else max(1, logits.size(0))  # a GPU: one launch each
         for start in range(0, logits.size(0), rows):
@@ -41,7 +43,7 @@ class FusedCrossEntropy(torch.autograd.Function):
             t = target[start : start + rows]
             keep = t != ignore_index  # (rows,)
             gold = t.masked_fill(~keep, 0).unsqueeze(1)  # (rows, 1), any valid index where ignored
-            g = grad[start : start + rows]
+            g = grad[start : start + rows] if grad_dtype == torch.float32 else torch.empty_like(x)
             top = x.amax(dim=1, keepdim=True)  # (rows, 1)
             torch.sub(x, top, out=g).exp_()  # exp(x - max): one exp pass serves the loss and the gradient
             total_exp = g.sum(dim=1, keepdim=True)  # (rows, 1)
@@ -53,6 +55,8 @@ class FusedCrossEntropy(torch.autograd.Function):
             g.div_(total_exp).sub_(smoothing / vocab)  # softmax - e/V
             g.scatter_add_(1, gold, g.new_full(gold.shape, -(1 - smoothing)))  # - (1 - e) at the gold token
             g.mul_(keep.unsqueeze(1))  # ignored rows have no gradient
+            if grad_dtype != torch.float32:
+                grad[start : start + rows] = g
         ctx.save_for_backward(grad)
         ctx.logits_dtype = logits.dtype
         return total
@@ -60,7 +64,9 @@ class FusedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (grad,) = ctx.saved_tensors
-        return (grad * grad_output).to(ctx.logits_dtype), None, None, None
+        # scaled where it lies, no second (tokens, vocab) tensor; a second backward (retain_graph) is refused by
+        # autograd's version check on the saved tensor
+        return grad.mul_(grad_output).to(ctx.logits_dtype), None, None, None
 
 
 def sequence_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -22,6 +22,7 @@ from seq2seq.data import Batch
 from seq2seq.device import autocast_dtype, reuse_freed_memory
 from seq2seq.distributed import DistributedContext
 from seq2seq.loss import sequence_loss
+from seq2seq.precision import matmul_dtype, set_matmul_dtype
 
 
 def teacher_forcing_ratio(cfg: TrainConfig, step: int) -> float:
@@ -133,6 +134,7 @@ class TrainStep:
         # fp16 needs loss scaling so small gradients do not underflow; for fp32/bf16 the scaler is a no-op
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.generator = torch.Generator().manual_seed(cfg.seed)  # teacher-forcing coin flips
+        set_matmul_dtype(model, matmul_dtype(cfg.matmul_precision, cfg.precision, device))  # bf16 where native
         if cfg.reuse_freed_memory:
             reuse_freed_memory()  # the (tokens, vocab) tensors of each step reuse the last step's memory
 

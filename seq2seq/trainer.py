@@ -87,8 +87,9 @@ class Trainer:
         probe = InsightProbe(tok, *(ids[:n] for ids in self.valid_ids), self.device, config.decode) if insight else None
         self.reporter = Reporter(self.run_dir, self.dist.is_main, self.progress, self.cfg.num_samples, probe)
         log.info(
-            "model: %s, %d parameters, on %s, precision %s%s",
+            "model: %s, %d parameters, on %s, precision %s, decoder products %s%s",
             *(config.model.cell, count_parameters(self.model), self.device, self.cfg.precision),
+            str(self.model.decoder.output.matmul_dtype).removeprefix("torch."),
             f", rank 0 of {self.dist.world_size} processes" if self.dist.enabled else "",
         )
 

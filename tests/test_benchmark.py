@@ -74,7 +74,8 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
     peak, training = report["peak"], report["training"]
     assert peak["fp32_gflops"] > 0 and peak["matmul_n"] == 256 and "bf16_gflops" in peak
     assert training["flop_steps"] == 2 and training["flops_per_token"] > 0 and training["gflops"] > 0
-    assert training["share_of_peak"] > 0 and training["peak_used"] == "fp32"
+    mixed = training["bf16_flops_per_token"] and peak["bf16_gflops"]  # train.matmul_precision=auto, native bf16
+    assert training["share_of_peak"] > 0 and training["peak_used"] == ("fp32+bf16" if mixed else "fp32")
     assert training["flops_per_token_by_op"]["aten.mm"] > 0 and "aten.sigmoid_backward" in training["uncounted_ops"]
     assert report["decoding"]["flop_sentences"] == 20 and report["decoding"]["uncounted_ops"]
     for search in ("greedy", "beam5"):
@@ -210,6 +211,18 @@ def test_report_efficiency_fields():
     assert "| matmul peak fp32 (bf16), GFLOP/s, n=2048 | 100.0 (400.0) | — | |" in table
     assert "| training GFLOP/s (share of peak) | 10.0 (2.5% of the bf16 peak); 5,000,000 FLOPs/token | — | |" in table
     json.dumps(report)  # the report stays JSON
+    # fp32 training with bf16 products (train.matmul_precision): 1M FLOPs/token at 100 GFLOP/s and 4M at 400 would
+    # take 20 us a token; at 2000 tokens/s one takes 500 us: 4% of the peaks
+    training.update(precision="fp32", bf16_flops_per_token=4_000_000)
+    benchmark.add_efficiency(report)
+    assert training["peak_used"] == "fp32+bf16" and training["bf16_share_of_flops"] == 0.8
+    assert training["share_of_peak"] == 0.04
+
+
+def test_bf16_matrix_products_are_counted_apart():
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    count = benchmark.count_flops(lambda: (a.bfloat16() @ b.bfloat16(), torch.addmm(torch.zeros(3), a, b)))
+    assert count.total == 2 * 2 * 4 * 8 * 3 and count.bf16 == 2 * 4 * 8 * 3
 
 
 # --- the Joey NMT peer: pure parts only (no Joey venv, no network) ---------------------------------------

@@ -1,0 +1,157 @@
+"""train.matmul_precision: the decoder's and output layer's training products in bf16, everything else fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq import precision
+from seq2seq.cells import CellState, StackedCell, cell_equations
+from seq2seq.config import Config, ConfigError, ModelConfig, TrainConfig
+from seq2seq.data import make_batch
+from seq2seq.loss import sequence_loss
+from seq2seq.model import build_model
+from seq2seq.optim import TrainStep
+from seq2seq.precision import Linear, LowPrecisionMatmul, matmul_dtype, set_matmul_dtype
+
+from .test_trainer import tiny_trainer
+
+BF16 = torch.bfloat16
+
+
+def test_low_precision_matmul_rounds_the_operands_and_returns_fp32_gradients():
+    """Forward and both gradients equal fp32 products of the bf16-rounded operands (bf16 accumulation aside)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    w = torch.randn(24, 16, requires_grad=True)
+    y = LowPrecisionMatmul.apply(x, w, BF16)
+    grad = torch.randn(2, 7, 24)
+    y.backward(grad)
+    xr, wr, gr = x.detach().to(BF16).float(), w.detach().to(BF16).float(), grad.to(BF16).float()
+    assert y.dtype == BF16 and y.shape == (2, 7, 24)
+    assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    torch.testing.assert_close(y.float(), xr @ wr.t(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(x.grad, gr @ wr, rtol=1e-2, atol=2e-2)
+    torch.testing.assert_close(w.grad, gr.reshape(-1, 24).t() @ xr.reshape(-1, 16), rtol=1e-2, atol=5e-2)
+    assert not torch.equal(y.float(), x.detach() @ w.detach().t())  # it did round: not the fp32 product
+
+
+def test_linear_is_exact_fp32_without_gradients_and_bf16_with_them():
+    torch.manual_seed(0)
+    layer = Linear(16, 8)
+    layer.matmul_dtype = BF16
+    x = torch.randn(5, 16)
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    with torch.no_grad():
+        assert torch.equal(layer(x), reference)  # inference: fp32, bit for bit
+    assert torch.equal(layer.eval()(x), reference)  # eval mode too (validation, the insight probe)
+    layer.train()
+    trained = layer(x)
+    assert trained.dtype == torch.float32 and not torch.equal(trained, reference)
+    torch.testing.assert_close(trained, reference, rtol=2e-2, atol=2e-2)
+    trained.sum().backward()
+    assert layer.weight.grad.dtype == torch.float32 and layer.bias.grad is not None
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_stacked_cell_in_bf16_follows_the_cell_equations(cell):
+    """The bf16 path writes out the gates (`gate_equations`); in fp32 it is nn.*Cell itself."""
+    torch.manual_seed(0)
+    stack = StackedCell(cell, 12, 10, num_layers=2, dropout=0.0)
+    x, h = torch.randn(4, 12), (torch.randn(4, 10), torch.randn(4, 10))
+    c = (torch.randn(4, 10), torch.randn(4, 10)) if cell == "lstm" else None
+    state = CellState(h, c)
+    reference, _ = stack(x, state)
+    stack.matmul_dtype = BF16
+    low, low_state = stack(x.requires_grad_(), state)
+    assert low.dtype == torch.float32 and not torch.equal(low, reference)
+    torch.testing.assert_close(low, reference, rtol=3e-2, atol=3e-2)
+    layer = stack.layers[0]
+    first, _, _ = cell_equations(
+        cell, x, h[0], None if c is None else c[0], layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh
+    )
+    torch.testing.assert_close(low_state.hidden[0], first, rtol=3e-2, atol=3e-2)
+    low.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in stack.parameters())
+
+
+def test_bf16_logits_give_a_bf16_gradient_that_backward_scales_once():
+    torch.manual_seed(0)
+    logits = (torch.randn(6, 11) * 3).to(BF16).requires_grad_()
+    target = torch.randint(1, 11, (6,))
+    loss = sequence_loss(logits, target, 0.1)
+    reference = torch.nn.functional.cross_entropy(logits.detach().float(), target, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(loss, reference)
+    loss.backward(retain_graph=True)
+    assert logits.grad.dtype == BF16
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # scaled in place, once
+        loss.backward()
+
+
+def test_set_matmul_dtype_reaches_the_decoder_and_output_layer_only():
+    model = build_model(ModelConfig(embedding_size=8, hidden_size=8, tie_embeddings=True), 30, 30)
+    count = set_matmul_dtype(model, BF16)
+    decoder = model.decoder
+    layers = [decoder.rnn, decoder.bridge, decoder.readout, decoder.output]
+    layers += [decoder.attention.query_layer, decoder.attention.key_layer]
+    assert count == len(layers) and all(layer.matmul_dtype == BF16 for layer in layers)
+    assert not any(hasattr(module, "matmul_dtype") for module in model.encoder.modules())  # fused fp32 kernel
+
+
+def test_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    assert matmul_dtype("auto", "fp32", cpu) == BF16
+    assert matmul_dtype("auto", "bf16", cpu) == torch.float32  # autocast covers the layers itself
+    assert matmul_dtype("auto", "fp32", torch.device("cuda")) == torch.float32
+    assert matmul_dtype("fp32", "fp32", cpu) == torch.float32
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    assert matmul_dtype("auto", "fp32", cpu) == torch.float32
+    assert matmul_dtype("bf16", "fp32", cpu) == BF16  # asked for: slow here, but done (with a warning)
+    with pytest.raises(ConfigError, match="train.matmul_precision=bf16 is for fp32 training"):
+        matmul_dtype("bf16", "bf16", cpu)
+
+
+def test_config_rejects_an_unknown_matmul_precision():
+    with pytest.raises(ConfigError, match="train.matmul_precision"):
+        Config.from_dict({"train": {"matmul_precision": "fp8"}})
+
+
+def test_train_step_sets_the_layers_and_a_bf16_step_tracks_the_fp32_step():
+    """One update from the same weights on the same batch: bf16 products change the weights almost as fp32."""
+    batch = make_batch([[5, 6, 7, 8], [9, 10, 11]], [[12, 13, 14, 15, 16], [17, 18, 19]])
+    updated = {}
+    for name in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(embedding_size=16, hidden_size=16, dropout=0.0), 30, 30)
+        step = TrainStep(model, TrainConfig(matmul_precision=name, lr=1e-3), torch.device("cpu"))
+        assert model.decoder.output.matmul_dtype == (BF16 if name == "bf16" else torch.float32)
+        result = step.step(batch, 0)
+        assert result.applied
+        updated[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.manual_seed(0)
+    fresh = build_model(ModelConfig(embedding_size=16, hidden_size=16, dropout=0.0), 30, 30)
+    start = torch.cat([p.detach().flatten() for p in fresh.parameters()])
+    fp32_move, bf16_move = updated["fp32"] - start, updated["bf16"] - start
+    assert float(bf16_move.abs().sum()) > 0
+    cosine = torch.nn.functional.cosine_similarity(fp32_move, bf16_move, dim=0)
+    assert float(cosine) > 0.95  # Adam's first step is about sign(gradient) * lr: the same direction
+
+
+def test_bf16_training_learns(tmp_path):
+    torch.manual_seed(0)
+    trainer = tiny_trainer(tmp_path, matmul_precision="bf16", max_steps=12, lr=0.01)
+    assert trainer.model.decoder.output.matmul_dtype == BF16
+    losses = []
+    step = trainer.update.step
+
+    def recorded(*args):
+        result = step(*args)
+        losses.append(result.loss / result.tokens)
+        return result
+
+    trainer.update.step = recorded
+    state = trainer.fit()
+    assert state.skipped_steps == 0 and len(losses) == 12
+    assert sum(losses[-3:]) < sum(losses[:3])  # the per-token loss fell
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
