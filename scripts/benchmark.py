@@ -85,6 +85,7 @@ from seq2seq.device import resolve_device
 from seq2seq.inference import translate_sentences
 from seq2seq.model import build_model, count_parameters
 from seq2seq.optim import TrainStep
+from seq2seq.precision import native_cpu_bf16
 from seq2seq.validation import search_scores
 
 PEER_SCRIPT = Path(__file__).resolve().with_name("joeynmt_peer.py")  # run as a command, never imported
@@ -407,9 +408,7 @@ def native_half(dtype: torch.dtype, device: torch.device) -> str | None:
     if device.type != "cpu" or dtype != torch.bfloat16:
         return f"not measured on {device.type}"
     capability = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX2", "AVX512"
-    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return None if capability.startswith("AVX512") and (bf16 or amx) else "no native bf16 on this CPU"
+    return None if capability.startswith("AVX512") and native_cpu_bf16() else "no native bf16 on this CPU"
 
 
 def measure_peak(args: argparse.Namespace) -> dict:
