@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seq2seq.dropout import Dropout
 from seq2seq.precision import linear, uses_low_precision
 
 
@@ -120,7 +121,7 @@ class StackedCell(nn.Module):
         self.layers = nn.ModuleList(
             cell_class(input_size if i == 0 else hidden_size, hidden_size, **kwargs) for i in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.matmul_dtype = torch.float32  # bf16: the training products in bf16 (`seq2seq.precision`)
 
     def forward(self, x: Tensor, state: CellState) -> tuple[Tensor, CellState]:

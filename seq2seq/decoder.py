@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from seq2seq.attention import Attention
 from seq2seq.cells import CellState, StackedCell, tanh_
+from seq2seq.dropout import Dropout
 from seq2seq.precision import Linear, LowPrecisionMatmul, uses_low_precision
 
 
@@ -167,7 +168,7 @@ class Decoder(nn.Module):
         self.attention = attention
         self.input_feeding = input_feeding and attention is not None
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         extra = encoder_size if attention is None else (readout_size if self.input_feeding else 0)
         self.rnn = StackedCell(cell, embedding_size + extra, hidden_size, num_layers, dropout)
         # bridge: the encoder's final state -> every layer's initial h (and c for the LSTM)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.cells import SEQUENCE_KINDS, direction_weights, fused_rnn, make_sequence_rnn
+from seq2seq.dropout import Dropout, dropout
 
 
 class Encoder(nn.Module):
@@ -33,7 +34,7 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = make_sequence_rnn(cell, embedding_size, hidden_size, num_layers, dropout, bidirectional)
         self.num_layers = num_layers
         self.num_directions = 2 if bidirectional else 1
@@ -84,7 +85,7 @@ def run_unpacked(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, T
     start = x.new_zeros(1, batch, rnn.hidden_size)
     for layer in range(rnn.num_layers):
         if layer > 0:
-            x = nn.functional.dropout(x, rnn.dropout, rnn.training)  # between layers, as nn.GRU does
+            x = dropout(x, rnn.dropout, rnn.training)  # between layers, as nn.GRU does
         outputs = []
         for direction in range(directions):
             state = (start, start) if kind == "lstm" else start

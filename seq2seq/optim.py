@@ -51,11 +51,20 @@ def clip_gradients(parameters: list[nn.Parameter], cfg: TrainConfig) -> float:
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """`train.optimizer`: adam, adamw or sgd (with `train.momentum`)."""
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """`train.optimizer`: adam, adamw or sgd (with `train.momentum`).
+
+    Adam and AdamW take PyTorch's fused kernel (one pass over each parameter for the whole update) where the
+    parameters are on a CPU or a CUDA GPU and this PyTorch has it for that device: 2.8 ms instead of 9.8 for
+    the Multi30k CPU recipe's 4.5M parameters (docs/benchmarks.md). Otherwise the default implementation.
+    """
+    if cfg.optimizer in ("adam", "adamw"):
+        adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        if all(p.device.type in ("cpu", "cuda") for p in params):
+            try:
+                return adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+            except RuntimeError:  # an older PyTorch without this device's fused kernel
+                pass
+        return adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

@@ -168,3 +168,21 @@ def test_reused_memory_spares_the_page_faults_of_large_tensors():
     fresh = 20 * 16384  # 20 blocks of 16,384 pages of 4 KB
     assert faults("default") > 0.9 * fresh  # glibc maps each block anew
     assert faults("reuse") < 0.5 * fresh  # the blocks come back from the heap, mostly without faults
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_takes_the_fused_kernel_on_a_cpu_and_updates_as_the_default_one(name):
+    torch.manual_seed(0)
+    start, grad = torch.randn(50), torch.randn(50)
+    params = [torch.nn.Parameter(start.clone())]
+    reference = [torch.nn.Parameter(start.clone())]
+    cfg = TrainConfig(optimizer=name, lr=0.01, weight_decay=0.1)
+    fused = build_optimizer(params, cfg)
+    assert fused.defaults["fused"] is True
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    default = cls(reference, lr=0.01, weight_decay=0.1)
+    for _ in range(3):
+        params[0].grad, reference[0].grad = grad.clone(), grad.clone()
+        fused.step()
+        default.step()
+    assert torch.allclose(params[0], reference[0], atol=1e-6)
