@@ -4,7 +4,7 @@ Dropout zeroes each element with probability p in training and scales the rest b
 expected value stays the same and evaluation needs no change. On a CPU, `F.dropout` draws its mask with
 `bernoulli_`, one call of the random generator per element: for the Multi30k CPU recipe's three large
 dropouts (source and target embeddings, the readout), each about (3000 tokens, 256), that was 7-8 ms a
-step each, more than the step's whole output-layer softmax. Here one 64-bit draw gives four 16-bit
+step each, about 4% of the step together. Here one 64-bit draw gives four 16-bit
 uniform numbers, and an element is dropped when its number falls below round(p * 65536): p is rounded to
 a multiple of 1/65536 (0.2 becomes 0.199997), and the kept elements are scaled by the exact inverse of
 that rounded keep rate, so the expectation is unchanged. About 2.7 ms with its backward instead of 8.4
