@@ -194,6 +194,7 @@ def measure_training(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "device": str(device),
         "precision": config.train.precision,
+        "matmul_precision": update.matmul_precision,  # auto: what the first step measured and chose
         "parameters": count_parameters(model),
         "vocab": [tok.src_vocab_size, tok.tgt_vocab_size],
         "peak_rss_mb": round(rss),
@@ -694,7 +695,8 @@ def markdown(report: dict) -> str:
         f"| training target tokens/s (median of {len(t['tokens_per_sec_windows'])} windows) | {t['tokens_per_sec']} |",
         f"| training windows (tokens/s) | {', '.join(map(str, t['tokens_per_sec_windows']))} |",
         f"| batch budget / mean sentences per batch | {t['batch_tokens']} tokens / {t['sentences_per_batch']} |",
-        f"| threads / device / precision | {t['threads']} / {t['device']} / {t.get('precision', 'fp32')} |",
+        f"| threads / device / precision (products) | {t['threads']} / {t['device']} / {t.get('precision', 'fp32')}"
+        f" ({t.get('matmul_precision', 'fp32')}) |",
         f"| parameters | {t['parameters']:,} |",
         f"| training peak RSS | {t['peak_rss_mb']} MB |",
     ]

@@ -130,7 +130,7 @@ class TrainConfig:
     max_bad_steps: int = 10  # stop when more steps than this in a row have a non-finite loss or gradient
     resume: str | None = None  # continue a run: a checkpoint path, or auto (run_dir/checkpoints/last.pt)
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA or a CPU with bf16) | fp16 (CUDA, with a gradient scaler)
-    matmul_precision: str = "auto"  # decoder/output training products: auto (bf16 if a CPU has it) | fp32 | bf16
+    matmul_precision: str = "auto"  # decoder/output training products: auto (measured: the faster) | fp32 | bf16
     insight: bool = True  # at each validation: attention heatmaps, gate statistics, gradient by source distance
     insight_sentences: int = 4  # the fixed validation sentences the insight pictures and statistics use
     average_checkpoints: int = 0  # N >= 2: keep the last N validation checkpoints, average them after training

@@ -10,8 +10,10 @@ benchmark times it alone.
 from __future__ import annotations
 
 import math
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +24,14 @@ from seq2seq.data import Batch
 from seq2seq.device import autocast_dtype, reuse_freed_memory
 from seq2seq.distributed import DistributedContext
 from seq2seq.loss import sequence_loss
-from seq2seq.precision import matmul_dtype, set_matmul_dtype
+from seq2seq.precision import (
+    DTYPES,
+    choose_matmul_dtype,
+    decision_key,
+    matmul_dtype,
+    measures_matmul_precision,
+    set_matmul_dtype,
+)
 
 
 def teacher_forcing_ratio(cfg: TrainConfig, step: int) -> float:
@@ -123,6 +132,10 @@ class TrainStep:
 
     `train_model` is what the forward pass calls: the model itself, or its DistributedDataParallel wrapper,
     which averages the gradients over ranks during `backward()`.
+
+    With `train.matmul_precision=auto` on a CPU with native bf16, the first `step` first measures fp32
+    against bf16 products on its batch (`seq2seq.precision`), from the cache file `matmul_cache` when it
+    holds the answer; rank 0 measures and every rank takes its choice.
     """
 
     def __init__(
@@ -132,6 +145,7 @@ class TrainStep:
         device: torch.device,
         dist: DistributedContext | None = None,
         train_model: nn.Module | None = None,
+        matmul_cache: Path | None = None,
     ) -> None:
         self.model, self.cfg, self.device = model, cfg, device
         self.dist = dist or DistributedContext()
@@ -143,7 +157,9 @@ class TrainStep:
         # fp16 needs loss scaling so small gradients do not underflow; for fp32/bf16 the scaler is a no-op
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.generator = torch.Generator().manual_seed(cfg.seed)  # teacher-forcing coin flips
-        set_matmul_dtype(model, matmul_dtype(cfg.matmul_precision, cfg.precision, device))  # bf16 where native
+        set_matmul_dtype(model, matmul_dtype(cfg.matmul_precision, cfg.precision, device))
+        self.matmul_pending = measures_matmul_precision(cfg.matmul_precision, cfg.precision, device)
+        self.matmul_cache = matmul_cache
         if cfg.reuse_freed_memory:
             reuse_freed_memory()  # the (tokens, vocab) tensors of each step reuse the last step's memory
 
@@ -157,8 +173,18 @@ class TrainStep:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    @property
+    def matmul_precision(self) -> str:
+        """The decoder's and output layer's training products: fp32, bf16, or auto's choice still to measure."""
+        if self.matmul_pending:
+            return "auto (measured at the first step)"
+        dtype = self.model.decoder.output.matmul_dtype
+        return next(name for name, known in DTYPES.items() if known == dtype)
+
     def step(self, batch: Batch, step: int) -> StepResult:
         """One update on `batch` (on the device) at training step `step` (0-based, for the schedules)."""
+        if self.matmul_pending:
+            self.choose_matmul_dtype(batch)
         self.model.train()
         ratio = teacher_forcing_ratio(self.cfg, step)
         with self.autocast():
@@ -179,6 +205,31 @@ class TrainStep:
         self.scaler.update()  # fp16 overflow: lowers the loss scale, the step was skipped
         self.schedule.after_update()
         return StepResult(loss, ntokens, grad_norm, ratio, applied=finite, overflow=overflow)
+
+    def choose_matmul_dtype(self, batch: Batch) -> None:
+        """auto: time fp32 against bf16 products on `batch` (rank 0; cached per machine) and take the faster."""
+        self.matmul_pending = False
+        decision = None
+        if self.dist.is_main:
+            shape = (batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1))
+            key = decision_key(self.model, self.cfg.batch_tokens)
+            decision = choose_matmul_dtype(lambda name: self.time_pass(batch, name), key, shape, self.matmul_cache)
+        choice = self.dist.broadcast(None if decision is None else decision.choice)
+        set_matmul_dtype(self.model, DTYPES[choice])
+
+    def time_pass(self, batch: Batch, name: str) -> float:
+        """Seconds for one forward and backward pass (no update) on `batch` with `name` (fp32|bf16) products.
+        The random state is put back afterwards, so measuring changes nothing of the training that follows."""
+        set_matmul_dtype(self.model, DTYPES[name])
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):
+            start = time.perf_counter()
+            ratio = teacher_forcing_ratio(self.cfg, 0)
+            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, ratio, torch.Generator().manual_seed(0))
+            sequence_loss(logits, batch.tgt_out, self.cfg.label_smoothing).backward()
+            elapsed = time.perf_counter() - start
+        self.optimizer.zero_grad(set_to_none=True)
+        return elapsed
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, schedule and gradient-scaler states (the checkpoint's keys)."""

@@ -31,6 +31,7 @@ from seq2seq.distributed import DistributedContext, shard
 from seq2seq.insight import InsightProbe
 from seq2seq.model import Seq2Seq, build_model, count_parameters
 from seq2seq.optim import StepResult, TrainStep
+from seq2seq.precision import CACHE_FILE
 from seq2seq.reporting import Reporter, Throughput
 from seq2seq.saving import CheckpointSaver, restore_rng_states, rng_states
 from seq2seq.stopping import EarlyStopping, TrainingDiverged, TrainingInterrupted, limit_reached, stop_on_signals
@@ -72,7 +73,8 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.update = TrainStep(self.model, self.cfg, self.device, self.dist, train_model)
+        cache = Path(config.data.cache_dir).expanduser() / CACHE_FILE if config.data.cache_dir else None
+        self.update = TrainStep(self.model, self.cfg, self.device, self.dist, train_model, matmul_cache=cache)
         self.state = TrainingState()
         self.early_stopping = EarlyStopping(self.cfg.early_stopping_patience)
         self.saver = CheckpointSaver(self.ckpt_dir, self.cfg.average_checkpoints, enabled=self.dist.is_main)
@@ -89,7 +91,7 @@ class Trainer:
         log.info(
             "model: %s, %d parameters, on %s, precision %s, decoder products %s%s",
             *(config.model.cell, count_parameters(self.model), self.device, self.cfg.precision),
-            str(self.model.decoder.output.matmul_dtype).removeprefix("torch."),
+            self.update.matmul_precision,
             f", rank 0 of {self.dist.world_size} processes" if self.dist.enabled else "",
         )
 

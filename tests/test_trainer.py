@@ -27,6 +27,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
     tgt = (corpus / "train.en").read_text().splitlines()[:200]
     config = Config.from_dict(
         {
+            "data": {"cache_dir": str(tmp_path / "data")},
             "tokenizer": {"vocab_size": 120, "cache_dir": str(tmp_path / "spm")},
             "model": {"embedding_size": 8, "hidden_size": 8},
             "train": {
