@@ -8,7 +8,7 @@
         [KEY=VALUE ...]          # any config override, e.g. train.threads=2 model.hidden_size=256
 
 Each measurement runs in a fresh worker process (so its peak resident memory is its own):
-- training: target tokens per second of the update alone (`seq2seq.optim.TrainStep`: forward,
+- training: target tokens per second of the update alone (`seq2seq.training.step.TrainStep`: forward,
   loss, backward, clipping, optimizer step; no validation, logging or checkpoints) over steady-state
   steps (the first --warmup-steps excluded), the median of --windows windows of --window-steps steps
   each, on the batches of the first epoch(s) of training;
@@ -79,14 +79,14 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from seq2seq.checkpoint import model_from_checkpoint
 from seq2seq.compose import compose
 from seq2seq.config import Config
-from seq2seq.corpus import load_split
-from seq2seq.data import epoch_batches, make_batch, prepare_data, token_batches
-from seq2seq.device import resolve_device
-from seq2seq.inference import translate_sentences
-from seq2seq.model import build_model, count_parameters
-from seq2seq.optim import TrainStep
-from seq2seq.precision import native_cpu_bf16
-from seq2seq.validation import search_scores
+from seq2seq.data.batches import epoch_batches, make_batch, token_batches
+from seq2seq.data.corpus import load_split
+from seq2seq.data.prepare import prepare_data
+from seq2seq.decoding.inference import translate_sentences
+from seq2seq.device import native_cpu_bf16, resolve_device
+from seq2seq.model.seq2seq import build_model, count_parameters
+from seq2seq.training.step import TrainStep
+from seq2seq.training.validation import search_bleu
 
 PEER_SCRIPT = Path(__file__).resolve().with_name("joeynmt_peer.py")  # run as a command, never imported
 SEARCHES = (("greedy", 1), ("beam5", 5))  # report key, beam size
@@ -203,7 +203,7 @@ def measure_training(args: argparse.Namespace) -> dict:
 
 
 def budget_for_sentences(src_lengths: Sequence[int], tgt_lengths: Sequence[int], sentences: int) -> int:
-    """The smallest token budget whose batches (seq2seq.data.token_batches) hold >= `sentences` on average."""
+    """The smallest token budget whose batches (seq2seq.data.batches.token_batches) hold >= `sentences` on average."""
 
     def mean_rows(budget: int) -> float:
         return len(src_lengths) / len(token_batches(src_lengths, tgt_lengths, budget))
@@ -219,7 +219,7 @@ def budget_for_sentences(src_lengths: Sequence[int], tgt_lengths: Sequence[int],
 
 
 def measure_decoding(args: argparse.Namespace) -> dict:
-    """Sentences/s of --checkpoint on the test split, greedy and beam 5 (`seq2seq.validation.search_scores`).
+    """Sentences/s of --checkpoint on the test split, greedy and beam 5 (`seq2seq.training.validation.search_bleu`).
 
     Timed around tokenizing, searching and detokenizing (scoring and model loading excluded). Then, untimed, the
     FLOPs of each search over the first --flop-sentences sentences (0: all), per sentence and scaled to the split.
@@ -235,7 +235,7 @@ def measure_decoding(args: argparse.Namespace) -> dict:
         for name, beam in SEARCHES
     }
     for name, decode in decodes.items():
-        scores, hyps = search_scores(model, tokenizer, test, decode, device)
+        scores, hyps = search_bleu(model, tokenizer, test, decode, device)
         rate = scores.sentences_per_sec
         results[name] = {
             "sentences_per_sec": rate,

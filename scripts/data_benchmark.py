@@ -450,7 +450,7 @@ def baseline_encoding(corpus: Path, spm_cache: Path, pairs: int) -> dict[str, An
     """What encoding cost before the word cache and the worker processes: SentencePiece on whole lines, in
     this process (its own threads, as `Tokenizer.encode_src` ran it), then flattening into arrays, over the
     first `pairs` training pairs, with the models the cold run trained. Returns pairs/s."""
-    from seq2seq.tokenizer import Tokenizer, flatten
+    from seq2seq.data.tokenizer import Tokenizer, flatten
 
     models = {m.name.split(".")[-2]: m.read_bytes() for m in spm_cache.glob("*.model")}
     tokenizer = Tokenizer(models["joint"]) if "joint" in models else Tokenizer(models["src"], models["tgt"])

@@ -24,8 +24,11 @@ import torch
 
 from seq2seq.checkpoint import model_from_checkpoint
 from seq2seq.config import Config
-from seq2seq.data import make_batch
-from seq2seq.insight import (
+from seq2seq.data.batches import make_batch
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.search import translate_batch
+from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.training.insight import (
     attention_figure,
     gate_figure,
     gate_statistics,
@@ -34,9 +37,6 @@ from seq2seq.insight import (
     norms_by_distance,
     trace_batch,
 )
-from seq2seq.model import Seq2Seq
-from seq2seq.search import translate_batch
-from seq2seq.tokenizer import Tokenizer
 
 
 def read_lines(path: Path, n: int) -> list[str]:

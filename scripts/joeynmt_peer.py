@@ -57,9 +57,9 @@ import yaml
 
 from seq2seq.compose import compose
 from seq2seq.config import Config, DecodeConfig, ModelConfig
-from seq2seq.corpus import load_corpus
+from seq2seq.data.corpus import load_corpus
+from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.device import resolve_device
-from seq2seq.tokenizer import build_tokenizer
 
 JOEY_VERSION = "2.3.0"
 DEFAULT_VENV = Path("~/.cache/seq2seq/joeynmt-venv").expanduser()

@@ -45,10 +45,11 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from seq2seq.compose import compose
-    from seq2seq.data import epoch_batches, make_batch, prepare_data
+    from seq2seq.data.batches import epoch_batches, make_batch
+    from seq2seq.data.prepare import prepare_data
     from seq2seq.device import resolve_device
-    from seq2seq.model import build_model
-    from seq2seq.optim import TrainStep
+    from seq2seq.model.seq2seq import build_model
+    from seq2seq.training.step import TrainStep
 
     data_overrides = [f"data.dir={args.data_dir}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}"]
     config = compose(args.experiment, [*data_overrides, *args.overrides])

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from seq2seq.config import Config
+from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.files import write_atomic
-from seq2seq.model import Seq2Seq, build_model
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.model.seq2seq import Seq2Seq, build_model
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # how every torch.save file starts

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
-from seq2seq.corpus import ParallelCorpus
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.decoding.loading import load_for_decoding
 from seq2seq.files import read_argument
-from seq2seq.translate import add_decode_arguments, load_for_decoding, load_shortlist
-from seq2seq.validation import search_scores
+from seq2seq.options import add_decode_arguments, decode_config
+from seq2seq.training.validation import search_bleu
 
 
 def check_output(path: str) -> None:
@@ -54,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seq2seq.evaluate: {args.src} has {len(src)} lines but {args.ref} has {len(ref)}", file=sys.stderr)
         return 2
     try:
-        model, tokenizer, _, decode = load_for_decoding(args)
-        shortlist = load_shortlist(args)
+        model, tokenizer, config, shortlist, device, _ = load_for_decoding(
+            args.checkpoint, args.device, args.quantize, args.shortlist
+        )
+        decode = decode_config(args, config.decode)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
-    device = next(model.parameters()).device
-    scores, hyps = search_scores(
+    scores, hyps = search_bleu(
         model, tokenizer, ParallelCorpus(src, ref), decode, device, sys.stderr.isatty(), shortlist
     )
     if args.output:

@@ -19,7 +19,7 @@ class Scores:
         return asdict(self)
 
 
-def score(hypotheses: Sequence[str], references: Sequence[str]) -> Scores:
+def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> Scores:
     """sacrebleu's corpus BLEU (13a tokenisation, cased) and chrF against one reference per sentence."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")

@@ -14,6 +14,9 @@ from typing import Any
 
 from seq2seq.metrics import Scores
 
+# what a validation measures: the keys of its history row and of its `valid/*` TensorBoard scalars
+VALIDATION_KEYS = ("loss", "perplexity", "bleu", "chrf", "teacher_forced_bleu", "exposure_bias_gap")
+
 
 @dataclass
 class SearchScores:

@@ -2,7 +2,7 @@
 
     python -m seq2seq.score CHECKPOINT [CHECKPOINT ...] --src FILE --hyp FILE [--json] [--batch-size N] [--device D]
 
-Forced decoding (seq2seq.search.forced_decode): the model reads each source line and is fed the
+Forced decoding (seq2seq.decoding.search.forced_decode): the model reads each source line and is fed the
 hypothesis line's subword tokens, then EOS. Exactly one output line per input line, in order: the total
 log-probability (EOS included), the average per token and the length in tokens (EOS included),
 tab-separated; with --json, one JSON object per line, with the per-token log-probabilities as well.
@@ -20,12 +20,10 @@ from collections.abc import Sequence
 
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
-from seq2seq.device import resolve_device
-from seq2seq.ensemble import load_models
+from seq2seq.decoding.inference import score_sentences
+from seq2seq.decoding.loading import MAX_SOURCE_TOKENS, load_for_decoding
+from seq2seq.decoding.search import ForcedScore
 from seq2seq.files import read_argument
-from seq2seq.inference import score_sentences
-from seq2seq.search import ForcedScore
-from seq2seq.translate import MAX_SOURCE_TOKENS, checkpoint_path
 
 log = logging.getLogger("seq2seq.score")
 
@@ -75,8 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seq2seq.score: {args.src} has {len(src)} lines but {args.hyp} has {len(hyp)}", file=sys.stderr)
         return 2
     try:
-        device = resolve_device(args.device, "--device")
-        model, tokenizer, config = load_models([checkpoint_path(c) for c in args.checkpoint], device)
+        model, tokenizer, config, _, device, _ = load_for_decoding(args.checkpoint, args.device)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.score: {exc}", file=sys.stderr)
         return 2

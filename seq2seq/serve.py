@@ -5,10 +5,10 @@
                             [--max-batch-sentences N] [--max-wait-ms M] [--max-lines L] ...
 
 CHECKPOINT is a best.pt / last.pt / averaged.pt file written by seq2seq.train, or a run folder (as for
-seq2seq.translate); several checkpoints decode as one ensemble (seq2seq.ensemble). POST /translate takes
+seq2seq.translate); several checkpoints decode as one ensemble (seq2seq.decoding.ensemble). POST /translate takes
 {"text": [lines], "beam_size"?, "nbest"?, "alpha"?, "attention"?} and answers one entry per line; GET / is
 a page to try it, GET /docs the OpenAPI reference, GET /info the model, GET /health the batching counters.
-The app is in `seq2seq.api`, the batching in `seq2seq.batching`; docs/serving.md has the details.
+The app is in `seq2seq.serving.app`, the batching in `seq2seq.serving.batcher`; docs/serving.md has the details.
 Needs the `serve` extra (FastAPI and uvicorn). Logs and errors go to standard error.
 """
 
@@ -26,26 +26,15 @@ from typing import Any
 
 import torch
 
-from seq2seq import ensemble
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import Config, ConfigError
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.loading import checkpoint_path, load_for_decoding
 from seq2seq.device import resolve_device
-from seq2seq.model import count_parameters
-from seq2seq.quantize import QUANTIZATIONS, quantize_int8
+from seq2seq.model.quantize import QUANTIZATIONS
 from seq2seq.results import RunResults
-from seq2seq.shortlist import shortlist_from_checkpoint
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.translate import checkpoint_path
 
 log = logging.getLogger("seq2seq.serve")
-
-
-def load_models(checkpoints: Sequence[str | Path], device: torch.device) -> tuple[Any, Tokenizer, Config]:
-    """The model to serve (eval mode, on `device`): one checkpoint's `Seq2Seq`, or an `Ensemble` of several;
-    its tokenizer and config (the first checkpoint's). Each may be a checkpoint file or a run folder."""
-    if not checkpoints:
-        raise CheckpointError("no checkpoint given")
-    return ensemble.load_models([checkpoint_path(c) for c in checkpoints], device)
 
 
 def recorded_test_bleu(checkpoint: str | Path) -> dict[str, Any] | None:
@@ -70,7 +59,7 @@ def recorded_test_bleu(checkpoint: str | Path) -> dict[str, Any] | None:
 
 
 def model_info(
-    model: Any, tokenizer: Tokenizer, config: Config, checkpoints: Sequence[str | Path], device: torch.device
+    parameters: int, tokenizer: Tokenizer, config: Config, checkpoints: Sequence[str | Path], device: torch.device
 ) -> dict[str, Any]:
     """What GET /info reports: the architecture, languages, vocabularies, parameters and recorded test BLEU."""
     m = config.model
@@ -86,7 +75,7 @@ def model_info(
             "hidden_size": m.hidden_size,
             "embedding_size": m.embedding_size,
             "bidirectional": m.bidirectional,
-            "parameters": count_parameters(model),
+            "parameters": parameters,
             "models": len(checkpoints),
         },
         "languages": {"source": config.data.src_lang, "target": config.data.tgt_lang},
@@ -100,7 +89,7 @@ def model_info(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from seq2seq.api import Limits  # needs FastAPI (the serve extra)
+    from seq2seq.serving.app import Limits  # needs FastAPI (the serve extra)
 
     limits = Limits()
     parser = argparse.ArgumentParser(prog="seq2seq.serve", description=__doc__.split("\n\n")[0])
@@ -159,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    from seq2seq import api
+    from seq2seq.serving import app as api
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
@@ -167,14 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seq2seq.serve: {problem}", file=sys.stderr)
         return 2
     try:
-        device = resolve_device(args.device, "--device")
-        decoders = decoding_threads(args, device)
-        model, tokenizer, config = load_models(args.checkpoints, device)
-        shortlist = shortlist_from_checkpoint(checkpoint_path(args.checkpoints[0])) if args.shortlist else None
-        info = model_info(model, tokenizer, config, args.checkpoints, device)
+        decoders = decoding_threads(args, resolve_device(args.device, "--device"))
+        model, tokenizer, config, shortlist, device, parameters = load_for_decoding(
+            args.checkpoints, args.device, args.quantize, args.shortlist
+        )
+        info = model_info(parameters, tokenizer, config, args.checkpoints, device)
         info |= {"quantize": args.quantize, "shortlist": args.shortlist}
-        if args.quantize == "int8":
-            quantize_int8(model)
     except (CheckpointError, ConfigError, RuntimeError) as exc:
         print(f"seq2seq.serve: {exc}", file=sys.stderr)
         return 2

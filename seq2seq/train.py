@@ -1,7 +1,7 @@
 """Entry point: `python -m seq2seq.train [+experiment=NAME] [key=value ...]`.
 
 Hydra composes `conf/` over the dataclasses' defaults (`seq2seq.compose`); everything after that is plain
-dataclasses and `seq2seq.trainer.train`. Logs go where Hydra sends them (the console and `train.log`);
+dataclasses and `seq2seq.training.trainer.train`. Logs go where Hydra sends them (the console and `train.log`);
 a fatal error also reaches stderr, and the results (test BLEU, how to translate) are printed to stdout.
 """
 
@@ -22,9 +22,9 @@ from omegaconf import DictConfig
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.compose import CONFIG_DIR, check_override_keys, config_from_hydra, register_configs
 from seq2seq.config import ConfigError
-from seq2seq.corpus import CorpusError
-from seq2seq.run import train
-from seq2seq.stopping import TrainingDiverged, TrainingInterrupted
+from seq2seq.data.corpus import CorpusError
+from seq2seq.training.run import train
+from seq2seq.training.stopping import TrainingDiverged, TrainingInterrupted
 
 log = logging.getLogger("seq2seq.train")
 HYDRA_FILES = {".hydra", "train.log"}  # what Hydra writes into a run folder before the run starts

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from seq2seq.attention import Attention
+from seq2seq.model.attention import Attention
 
 
 @pytest.mark.parametrize("kind", ["bahdanau", "luong_general", "luong_dot"])

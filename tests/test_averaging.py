@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import run
 from seq2seq.checkpoint import average_state_dicts, load_checkpoint, model_from_checkpoint
 from seq2seq.config import Config, ConfigError
-from seq2seq.run import train
+from seq2seq.training import run
+from seq2seq.training.run import train
 
 from .test_trainer import tiny_trainer
 
@@ -71,7 +71,7 @@ def test_the_trainer_keeps_the_last_n_step_checkpoints_and_averages_them(tmp_pat
         assert torch.allclose(tensor.double(), mean, atol=1e-7), name
     assert not torch.equal(weights[0]["decoder.output.weight"], weights[-1]["decoder.output.weight"])
 
-    scores = run.score_on_test_set(trainer, averaged["path"])
+    scores = run.evaluate_on_test_set(trainer, averaged["path"])
     scores = scores.to_dict()
     assert {"greedy", "beam", "averaged"} <= scores.keys()
     assert {"greedy", "beam"} == scores["averaged"].keys() and "bleu" in scores["averaged"]["beam"]

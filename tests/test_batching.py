@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from seq2seq.batching import DynamicBatcher, QueueFull
+from seq2seq.serving.batcher import DynamicBatcher, QueueFull
 
 
 class Recorder:

@@ -14,9 +14,10 @@ import yaml
 from torch import nn
 
 from seq2seq.compose import compose
-from seq2seq.data import make_batch, prepare_data, token_batches
-from seq2seq.optim import TrainStep
-from seq2seq.run import train
+from seq2seq.data.batches import make_batch, token_batches
+from seq2seq.data.prepare import prepare_data
+from seq2seq.training.run import train
+from seq2seq.training.step import TrainStep
 
 from .conftest import REPO, load_script, tiny_overrides
 from .tiny_models import CORPUS, TINY_BENCHMARK, corpus_lines, tiny_model, tiny_tokenizer

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.cells import CellState, StackedCell, cell_equations, make_sequence_rnn, tanh, tanh_
-from seq2seq.encoder import run_unpacked
+from seq2seq.model.cells import CellState, StackedCell, cell_equations, make_sequence_rnn, tanh, tanh_
+from seq2seq.model.encoder import run_unpacked
 
 
 def sigmoid(x):
@@ -14,7 +14,7 @@ def sigmoid(x):
 
 
 def numpy_step(cell, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """The textbook equations, written independently of seq2seq.cells (PyTorch gate order)."""
+    """The textbook equations, written independently of seq2seq.model.cells (PyTorch gate order)."""
     if cell == "rnn":
         return np.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh), None
     if cell == "gru":

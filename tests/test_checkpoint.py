@@ -11,8 +11,8 @@ import torch
 
 from seq2seq.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from seq2seq.config import Config
-from seq2seq.model import build_model
-from seq2seq.tokenizer import Tokenizer, train_sentencepiece
+from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
+from seq2seq.model.seq2seq import build_model
 
 from .conftest import REPO
 

@@ -14,9 +14,9 @@ import torch
 from seq2seq import evaluate, translate
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.config import Config, TokenizerConfig
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.model import build_model
-from seq2seq.tokenizer import build_tokenizer
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.tokenizer import build_tokenizer
+from seq2seq.model.seq2seq import build_model
 
 from .conftest import REPO, cli
 
@@ -76,7 +76,7 @@ def test_a_run_folder_means_its_best_checkpoint(run_dir):
 
 
 def test_evaluate_takes_a_run_folder_too(run_dir, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="seq2seq.translate")
+    caplog.set_level(logging.INFO, logger="seq2seq.decoding.loading")
     args = [str(run_dir), "--src", str(run_dir / "src.de"), "--ref", str(run_dir / "ref.en"), "--device", "cpu"]
     assert evaluate.main([*args, "--json"]) == 0
     assert '"sentences": 2' in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""seq2seq.corpus: local text / TSV / JSONL corpora read with `datasets`, the hub's offline failure, helpers.
+"""seq2seq.data.corpus: local text / TSV / JSONL corpora read with `datasets`, the hub's offline failure, helpers.
 
 Every test builds tiny files under tmp_path; none needs the network.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq import corpus
 from seq2seq.config import DataConfig
-from seq2seq.corpus import (
+from seq2seq.data import corpus
+from seq2seq.data.corpus import (
     CorpusError,
     ParallelCorpus,
     clean_pairs,
@@ -68,7 +68,7 @@ def test_text_gz_and_last_line_without_newline(tmp_path: Path) -> None:
 def test_text_blank_line_keeps_alignment_and_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path / "train.de", "a\n\n  c  \r\nd\n")  # line 2 empty, line 3 padded with a CRLF ending
     write(tmp_path / "train.en", "A\nB\nC\n   \n")  # line 4 only spaces
-    caplog.set_level(logging.INFO, logger="seq2seq.corpus")
+    caplog.set_level(logging.INFO, logger="seq2seq.data.corpus")
     split = load_split(local_cfg(tmp_path), "train")
     assert list(zip(split.src, split.tgt)) == [("a", "A"), ("c", "C")]
     assert "kept 2 of 4 pairs (2 with an empty side)" in caplog.text

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seq2seq.config import DataConfig
-from seq2seq.corpus import CorpusError, load_split
+from seq2seq.data.corpus import CorpusError, load_split
 
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 plain_text = st.text(

@@ -1,7 +1,7 @@
 import random
 
-from seq2seq.data import make_batch, sentence_batches, token_batches
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.data.batches import make_batch, sentence_batches, token_batches
+from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 def test_teacher_forcing_shift_lives_in_the_batch():

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 from seq2seq.config import DataConfig
-from seq2seq.corpus import load_corpus
+from seq2seq.data.corpus import load_corpus
 
 from .conftest import REPO
 

@@ -13,10 +13,11 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Config
-from seq2seq.data import epoch_batches, make_batch, prepare_data
-from seq2seq.distributed import shard
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import Trainer
+from seq2seq.data.batches import epoch_batches, make_batch
+from seq2seq.data.prepare import prepare_data
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.training.distributed import shard
+from seq2seq.training.trainer import Trainer
 from tests.conftest import REPO, tiny_overrides
 
 pytestmark = pytest.mark.slow  # trains in a subprocess (or under torchrun, or starts a server)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from seq2seq.cells import StackedCell
-from seq2seq.dropout import LEVELS, Dropout, dropout
+from seq2seq.model.cells import StackedCell
+from seq2seq.model.dropout import LEVELS, Dropout, dropout
 
 
 def test_keeps_each_element_with_probability_one_minus_p_and_keeps_the_expectation():

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq import encoded as encoded_module
 from seq2seq.config import DataConfig, TokenizerConfig
-from seq2seq.corpus import CorpusError, ParallelCorpus
-from seq2seq.data import make_batch, token_batches
-from seq2seq.encoded import EncodedCorpus, cache_key, encode_training_set
-from seq2seq.tokenizer import build_tokenizer
+from seq2seq.data import encoded as encoded_module
+from seq2seq.data.batches import make_batch, token_batches
+from seq2seq.data.corpus import CorpusError, ParallelCorpus
+from seq2seq.data.encoded import EncodedCorpus, cache_key, encode_training_set
+from seq2seq.data.tokenizer import build_tokenizer
 
 from .conftest import REPO
 
@@ -166,9 +166,9 @@ def test_two_builders_of_one_cache_at_once(text, tokenizer, tmp_path, monkeypatc
 BUILD = """
 import sys
 from seq2seq.config import DataConfig, TokenizerConfig
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.encoded import encode_training_set
-from seq2seq.tokenizer import build_tokenizer
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.encoded import encode_training_set
+from seq2seq.data.tokenizer import build_tokenizer
 src = open(sys.argv[1]).read().splitlines()[:2000]
 tgt = open(sys.argv[2]).read().splitlines()[:2000]
 tok = build_tokenizer(ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=150, cache_dir=sys.argv[3]))
@@ -210,9 +210,9 @@ def small_corpus(folder, lines: int = 300):
 
 
 def test_with_both_caches_in_place_the_training_text_is_not_read(tmp_path, monkeypatch):
-    from seq2seq import corpus as corpus_module
     from seq2seq.config import Config
-    from seq2seq.data import prepare_data
+    from seq2seq.data import corpus as corpus_module
+    from seq2seq.data.prepare import prepare_data
 
     folder = small_corpus(tmp_path / "corpus")
     config = Config.from_dict(
@@ -242,7 +242,7 @@ def test_with_both_caches_in_place_the_training_text_is_not_read(tmp_path, monke
 
 
 def test_the_fingerprint_follows_the_files_and_the_reading_settings(tmp_path):
-    from seq2seq.corpus import fingerprint
+    from seq2seq.data.corpus import fingerprint
 
     folder = small_corpus(tmp_path / "corpus")
     base = DataConfig(dir=str(folder))

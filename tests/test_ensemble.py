@@ -11,12 +11,13 @@ import torch
 from seq2seq import evaluate, translate
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import DecodeConfig
-from seq2seq.data import make_batch
-from seq2seq.ensemble import Ensemble, load_models
-from seq2seq.inference import score_sentences, translate_sentences
-from seq2seq.model import Seq2Seq
-from seq2seq.search import score_batch, translate_batch
-from seq2seq.tokenizer import BOS_ID
+from seq2seq.data.batches import make_batch
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.inference import score_sentences, translate_sentences
+from seq2seq.decoding.loading import load_models
+from seq2seq.decoding.search import score_batch, translate_batch
+from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.vocab import BOS_ID
 
 from .tiny_models import corpus_lines, tiny_checkpoint, tiny_tokenizer
 

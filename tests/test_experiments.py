@@ -11,9 +11,9 @@ import yaml
 
 from seq2seq.compose import compose
 from seq2seq.config import Config, ConfigError
-from seq2seq.data import make_batch
-from seq2seq.model import build_model
-from seq2seq.run import train
+from seq2seq.data.batches import make_batch
+from seq2seq.model.seq2seq import build_model
+from seq2seq.training.run import train
 
 from .conftest import CONF, EXPERIMENTS, tiny_overrides
 

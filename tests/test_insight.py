@@ -6,12 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.cells import cell_equations
 from seq2seq.config import ModelConfig, TokenizerConfig
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.data import make_batch
-from seq2seq.encoder import Encoder
-from seq2seq.insight import (
+from seq2seq.data.batches import make_batch
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.tokenizer import build_tokenizer
+from seq2seq.model.cells import cell_equations
+from seq2seq.model.encoder import Encoder
+from seq2seq.model.seq2seq import build_model
+from seq2seq.training.insight import (
     InsightProbe,
     gate_statistics,
     gradient_by_distance,
@@ -19,8 +21,7 @@ from seq2seq.insight import (
     trace_batch,
     unroll_encoder,
 )
-from seq2seq.model import build_model
-from seq2seq.tokenizer import PAD_ID, build_tokenizer
+from seq2seq.vocab import PAD_ID
 
 from .conftest import REPO
 

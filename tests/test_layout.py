@@ -1,4 +1,8 @@
-"""The package's shape: no import cycles, Hydra only in the entry points, scripts import only the package."""
+"""The package's shape: subpackages by concern, thin commands on top, no import cycles, a shallow import
+graph, Hydra only in the entry points, and scripts that import only the package.
+
+Imports under `if TYPE_CHECKING:` are for annotations only (they never run) and do not count.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,29 @@ from pathlib import Path
 from .conftest import REPO
 
 PACKAGE = REPO / "seq2seq"
-HYDRA_MODULES = {"compose", "train"}  # the entry point and the one place that composes configs
+COMMANDS = {"train", "translate", "evaluate", "score", "serve", "report", "shortlist"}  # python -m seq2seq.NAME
+SUBPACKAGES = {"data", "model", "training", "decoding", "serving"}
+HYDRA_MODULES = {"seq2seq.compose", "seq2seq.train"}  # the entry point and the one place that composes configs
+MAX_CHAIN = 9  # modules in the longest chain of imports (A imports B imports C ...)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
 def imports(path: Path) -> set[str]:
-    """Top-level names of the modules `path` imports (`seq2seq.data` -> `seq2seq.data`)."""
+    """Dotted names `path` imports at run time (`from seq2seq.data import corpus` gives `seq2seq.data` and
+    `seq2seq.data.corpus`), leaving out those under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -24,12 +44,43 @@ def imports(path: Path) -> set[str]:
 
 
 def package_graph() -> dict[str, set[str]]:
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    return {
-        p.stem: {n.split(".")[1] for n in imports(p) if n.startswith("seq2seq.") and n.split(".")[1] in modules}
-        - {p.stem}
-        for p in PACKAGE.glob("*.py")
-    }
+    """Each module of seq2seq/ (every subfolder) -> the modules of seq2seq/ it imports at run time."""
+    return {name: {n for n in imports(path) if n in MODULES} - {name} for name, path in MODULES.items()}
+
+
+def is_command(path: Path) -> bool:
+    """A module with `main()` and an `if __name__ == "__main__":` block: something a user runs."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    has_main = any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+    guarded = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
+    return has_main and guarded
+
+
+def longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    chains: dict[str, list[str]] = {}
+
+    def chain(module: str) -> list[str]:
+        if module not in chains:
+            chains[module] = [module]  # a cycle would stop here (test_no_import_cycles reports it)
+            below = [chain(dep) for dep in sorted(graph[module])]
+            chains[module] = [module, *max(below, key=len, default=[])]
+        return chains[module]
+
+    return max((chain(m) for m in sorted(graph)), key=len)
+
+
+def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_the_walk_sees_every_subpackage():
+    assert {name.split(".")[1] for name in MODULES if name.count(".") >= 2} == SUBPACKAGES
+    assert "seq2seq.model.decoder" in MODULES and "seq2seq.serving.app" in MODULES
 
 
 def test_the_package_has_no_import_cycles():
@@ -48,8 +99,37 @@ def test_the_package_has_no_import_cycles():
     assert not cycles, cycles
 
 
+def test_the_commands_are_the_top_level_modules_users_run():
+    commands = {name for name, path in MODULES.items() if is_command(path)}
+    assert commands == {f"seq2seq.{c}" for c in COMMANDS}
+
+
+def test_no_module_imports_a_command():
+    commands = {f"seq2seq.{c}" for c in COMMANDS}
+    offenders = {name: sorted(deps & commands) for name, deps in package_graph().items() if deps & commands}
+    assert not offenders, offenders
+
+
+def test_the_longest_import_chain_is_short():
+    chain = longest_chain(package_graph())
+    assert len(chain) <= MAX_CHAIN, " -> ".join(chain)
+
+
+def test_decoding_never_reaches_the_corpus_readers():
+    """Loading a checkpoint and searching need the tokenizer, never the code that reads corpora."""
+    graph = package_graph()
+    for name in (n for n in graph if n.startswith(("seq2seq.decoding.", "seq2seq.model."))):
+        assert "seq2seq.data.corpus" not in reaches(graph, name), name
+
+
+def test_the_model_is_below_training_and_decoding():
+    graph = package_graph()
+    for name in (n for n in graph if n.startswith("seq2seq.model.")):
+        assert not {d for d in reaches(graph, name) if d.startswith(("seq2seq.training", "seq2seq.decoding"))}, name
+
+
 def test_hydra_stays_in_the_entry_points():
-    users = {p.stem for p in PACKAGE.glob("*.py") if any(n.split(".")[0] in ("hydra", "omegaconf") for n in imports(p))}
+    users = {n for n, p in MODULES.items() if any(i.split(".")[0] in ("hydra", "omegaconf") for i in imports(p))}
     assert users <= HYDRA_MODULES, users - HYDRA_MODULES
 
 

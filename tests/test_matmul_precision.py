@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import precision
-from seq2seq.cells import CellState, StackedCell, cell_equations
 from seq2seq.config import Config, ConfigError, ModelConfig, TrainConfig
-from seq2seq.data import make_batch
-from seq2seq.loss import sequence_loss
-from seq2seq.model import build_model
-from seq2seq.optim import TrainStep
-from seq2seq.precision import Linear, LowPrecisionMatmul, matmul_dtype, set_matmul_dtype
+from seq2seq.data.batches import make_batch
+from seq2seq.model.cells import CellState, StackedCell, cell_equations
+from seq2seq.model.precision import Linear, LowPrecisionMatmul, set_matmul_dtype
+from seq2seq.model.seq2seq import build_model
+from seq2seq.training import matmul_precision as precision
+from seq2seq.training.loss import sequence_loss
+from seq2seq.training.matmul_precision import matmul_dtype
+from seq2seq.training.step import TrainStep
 
 from .test_trainer import tiny_trainer
 
@@ -155,7 +156,7 @@ def test_the_decision_compares_medians_not_one_slow_pass():
 def test_a_decision_is_cached_per_key_and_logged_with_both_figures(tmp_path, caplog):
     cache = tmp_path / "cache" / precision.CACHE_FILE
     timer = FakeTimer(0.120, 0.180)
-    with caplog.at_level("INFO", logger="seq2seq.precision"):
+    with caplog.at_level("INFO", logger="seq2seq.training.matmul_precision"):
         first = precision.choose_matmul_dtype(timer, "key-a", (32, 20, 22), cache)
     assert first.choice == "fp32" and first.dtype == torch.float32 and cache.exists()
     assert "120.0 ms with fp32 products and 180.0 ms with bf16" in caplog.text and "fp32 products" in caplog.text

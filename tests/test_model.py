@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from seq2seq.config import ModelConfig
-from seq2seq.data import make_batch
-from seq2seq.model import build_model
-from seq2seq.tokenizer import BOS_ID
+from seq2seq.data.batches import make_batch
+from seq2seq.model.seq2seq import build_model
+from seq2seq.vocab import BOS_ID
 
 
 def fed_tokens(model, batch, ratio, seed=0):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from seq2seq.config import ConfigError, ModelConfig
-from seq2seq.data import make_batch
+from seq2seq.data.batches import make_batch
 from seq2seq.device import autocast_dtype
-from seq2seq.loss import sequence_loss
-from seq2seq.model import build_model
+from seq2seq.model.seq2seq import build_model
+from seq2seq.training.loss import sequence_loss
 
 from .test_trainer import tiny_trainer
 

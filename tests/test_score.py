@@ -9,10 +9,10 @@ import torch
 
 from seq2seq import score
 from seq2seq.config import DecodeConfig
-from seq2seq.ensemble import Ensemble
-from seq2seq.inference import score_sentences, translate_sentences
-from seq2seq.search import beam_search, forced_decode, greedy_search, max_output_lengths
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.inference import score_sentences, translate_sentences
+from seq2seq.decoding.search import beam_search, forced_decode, greedy_search, max_output_lengths
+from seq2seq.vocab import BOS_ID, EOS_ID
 
 from .conftest import cli
 from .test_search import TableState, table_step

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from seq2seq.config import DecodeConfig, ModelConfig
-from seq2seq.data import make_batch
-from seq2seq.model import build_model
-from seq2seq.search import (
+from seq2seq.data.batches import make_batch
+from seq2seq.decoding.search import (
     ModelState,
     beam_search,
     greedy_search,
@@ -16,7 +15,8 @@ from seq2seq.search import (
     model_step,
     translate_batch,
 )
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.model.seq2seq import build_model
+from seq2seq.vocab import BOS_ID, EOS_ID
 
 
 @pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "none"), ("rnn", "luong_general")])

@@ -12,13 +12,15 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from seq2seq import api, serve, shortlist
+from seq2seq import serve, shortlist
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.config import Config, TokenizerConfig
-from seq2seq.inference import translate_sentences
-from seq2seq.model import build_model, count_parameters
+from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
+from seq2seq.decoding.inference import translate_sentences
+from seq2seq.decoding.loading import load_for_decoding
+from seq2seq.model.seq2seq import build_model, count_parameters
 from seq2seq.results import CheckpointScores, RunResults, SearchScores, TrainSummary, ValidSummary
-from seq2seq.tokenizer import Tokenizer, train_sentencepiece
+from seq2seq.serving import app as api
 
 from .conftest import REPO
 
@@ -59,9 +61,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 def make_client(run: Path, limits: api.Limits = SMALL, **batching: Any) -> TestClient:
     device = torch.device("cpu")
-    model, tokenizer, config = serve.load_models([run], device)
+    model, tokenizer, config, *_ = load_for_decoding([run], "cpu")
     translator = api.Translator(model, tokenizer, config.decode)
-    info = serve.model_info(model, tokenizer, config, [run], device)
+    info = serve.model_info(count_parameters(model), tokenizer, config, [run], device)
     app = api.create_app(translator, info, limits, api.DecodeSettings(1, 1, 0.6, False), **batching)
     return TestClient(app)
 
@@ -87,7 +89,7 @@ def test_one_entry_per_line_in_order_as_translate_gives_them(client, run_dir):
     result = translate(client, text=LINES)
     assert len(result["translations"]) == len(LINES)
     assert (result["beam_size"], result["nbest"], result["attention"]) == (1, 1, False)
-    model, tokenizer, config = serve.load_models([run_dir], torch.device("cpu"))
+    model, tokenizer, config, *_ = load_for_decoding([run_dir], "cpu")
     expected = translate_sentences(model, tokenizer, LINES, config.decode, torch.device("cpu"))
     assert texts(result) == tokenizer.decode_tgt([hyps[0].tokens for hyps in expected])
     for i in (1, 3):  # empty and blank lines keep their slot, with one empty hypothesis
@@ -241,7 +243,7 @@ def test_settings_are_not_mixed_in_one_batch(run_dir):
 # ------------------------------------------------------------------------------ info, health, page
 def test_info_describes_the_model_and_its_recorded_test_bleu(client, run_dir):
     info = client.get("/info").json()
-    model, _, _ = serve.load_models([run_dir], torch.device("cpu"))
+    model, _, _, *_ = load_for_decoding([run_dir], "cpu")
     assert info["model"]["cell"] == "gru" and info["model"]["attention"] == "bahdanau"
     assert info["model"]["hidden_size"] == 8 and info["model"]["parameters"] == count_parameters(model)
     assert info["languages"] == {"source": "de", "target": "en"}

@@ -13,11 +13,11 @@ from torch import nn
 from seq2seq import evaluate, shortlist, translate
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import DecodeConfig
-from seq2seq.ensemble import Ensemble
-from seq2seq.inference import translate_sentences
-from seq2seq.quantize import int8_supported, quantize_int8
-from seq2seq.shortlist import LexicalShortlist, build_shortlist
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.inference import translate_sentences
+from seq2seq.decoding.lexicon import LexicalShortlist, build_shortlist
+from seq2seq.model.quantize import int8_supported, quantize_int8
+from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 from .tiny_models import corpus_lines, tiny_checkpoint, tiny_model, tiny_tokenizer
 

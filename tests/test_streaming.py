@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq import corpus as corpus_module
 from seq2seq.config import Config, DataConfig, TokenizerConfig
-from seq2seq.corpus import CorpusError, ParallelCorpus, SplitReader, load_split
-from seq2seq.data import prepare_data
-from seq2seq.encoded import encode_training_set
-from seq2seq.tokenizer import build_tokenizer
+from seq2seq.data import corpus as corpus_module
+from seq2seq.data.corpus import CorpusError, ParallelCorpus, SplitReader, load_split
+from seq2seq.data.encoded import encode_training_set
+from seq2seq.data.prepare import prepare_data
+from seq2seq.data.tokenizer import build_tokenizer
 
 from .conftest import REPO
 
@@ -52,7 +52,7 @@ def test_chunks_carry_cleaned_pairs_and_their_raw_positions(tmp_path, gz):
 def test_max_train_pairs_stops_reading_within_a_chunk(tmp_path, caplog):
     write_pair(tmp_path, "".join(f"s{i}\n" for i in range(10)), "".join(f"t{i}\n" for i in range(10)))
     reader = SplitReader(local(tmp_path, max_train_pairs=5), "train")
-    with caplog.at_level(logging.INFO, logger="seq2seq.corpus"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.data.corpus"):
         chunks = list(reader.chunks(size=3))
     assert [c.src for c in chunks] == [["s0", "s1", "s2"], ["s3", "s4"]]
     assert "using the first 5 pairs (data.max_train_pairs)" in caplog.text
@@ -171,7 +171,7 @@ def test_encoding_workers_drop_the_training_process_signal_handlers(tmp_path):
     """Workers forked during training (subword sampling) would otherwise log "SIGTERM received" and live on."""
     import signal
 
-    from seq2seq import encoded
+    from seq2seq.data import encoded
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     tokenizer = build_tokenizer(embedded_text(), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path / "spm")))

@@ -15,12 +15,13 @@ import sentencepiece as spm
 import torch
 
 from seq2seq.config import Config, ConfigError, TokenizerConfig
-from seq2seq.corpus import CHUNK_PAIRS, PairChunk, PairSource, length_filter
-from seq2seq.data import epoch_batches, prepare_data
-from seq2seq.encoded import ARRAYS, cache_key, sampled_training_set
-from seq2seq.sampling import SubwordSampler, Uniforms
-from seq2seq.tokenizer import train_sentencepiece
-from seq2seq.trainer import Trainer
+from seq2seq.data.batches import epoch_batches
+from seq2seq.data.corpus import CHUNK_PAIRS, PairChunk, PairSource, length_filter
+from seq2seq.data.encoded import ARRAYS, cache_key, sampled_training_set
+from seq2seq.data.prepare import prepare_data
+from seq2seq.data.sampling import SubwordSampler, Uniforms
+from seq2seq.data.tokenizer import train_sentencepiece
+from seq2seq.training.trainer import Trainer
 
 from .conftest import REPO, cli, tiny_overrides
 
@@ -150,7 +151,7 @@ SAMPLE = """
 import hashlib, sys
 import numpy as np
 import sentencepiece as spm
-from seq2seq.sampling import SubwordSampler, Uniforms
+from seq2seq.data.sampling import SubwordSampler, Uniforms
 processor = spm.SentencePieceProcessor(model_file=sys.argv[1])
 lines = open(sys.argv[2], encoding="utf-8").read().splitlines()
 ids = SubwordSampler(processor, sys.argv[3], 0.2, -1).sample(lines, Uniforms(np.random.default_rng(7)))

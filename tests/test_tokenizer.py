@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from seq2seq.config import TokenizerConfig
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, WordCache, build_tokenizer, write_sample
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.tokenizer import Tokenizer, WordCache, build_tokenizer, write_sample
+from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 from .conftest import REPO
 
@@ -26,7 +27,7 @@ def test_models_are_cached_by_content_and_settings(tmp_path, monkeypatch):
     first = build_tokenizer(ParallelCorpus(DE, EN), cfg)
     assert len(list(tmp_path.glob("*.model"))) == 2
 
-    import seq2seq.tokenizer as module
+    import seq2seq.data.tokenizer as module
 
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although cached")
@@ -105,7 +106,7 @@ def test_sentencepiece_trains_on_a_seeded_sample_of_a_large_corpus(tmp_path, cap
     assert sample.sampled and sample.pairs == 1000 and len(src_lines) == 1000
     pairs = list(zip(src_lines, sample.lines(1)))
     assert set(pairs) <= set(zip(text.src, text.tgt)) and src_lines != text.src[:1000]  # aligned, random
-    with caplog.at_level("INFO", logger="seq2seq.tokenizer"):
+    with caplog.at_level("INFO", logger="seq2seq.data.tokenizer"):
         first = build_tokenizer(text, cfg)
     assert "on a random sample of 1000 of 3000 pairs" in caplog.text
     again = build_tokenizer(text, TokenizerConfig(**{**vars(cfg), "cache_dir": str(tmp_path / "b")}))

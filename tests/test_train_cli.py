@@ -8,7 +8,7 @@ import time
 import pytest
 
 from seq2seq import train as train_entry
-from seq2seq.reporting import Throughput
+from seq2seq.training.tensorboard import Throughput
 
 from .conftest import cli
 

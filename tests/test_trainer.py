@@ -7,15 +7,16 @@ import math
 import pytest
 import torch
 
-from seq2seq import optim, validation
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Config
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.data import PreparedData
-from seq2seq.encoded import EncodedCorpus
-from seq2seq.stopping import TrainingDiverged
-from seq2seq.tokenizer import build_tokenizer
-from seq2seq.trainer import Trainer
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.encoded import EncodedCorpus
+from seq2seq.data.prepare import PreparedData
+from seq2seq.data.tokenizer import build_tokenizer
+from seq2seq.training import step as training_step
+from seq2seq.training import validation
+from seq2seq.training.stopping import TrainingDiverged
+from seq2seq.training.trainer import Trainer
 
 from .conftest import REPO
 
@@ -49,7 +50,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
 
 def nan_loss_on(steps: set[int] | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the training loss NaN at the given (1-based) training steps; None: at every step."""
-    real = optim.sequence_loss
+    real = training_step.sequence_loss
     calls = {"train": 0}
 
     def loss(logits, target, label_smoothing=0.0):
@@ -60,7 +61,7 @@ def nan_loss_on(steps: set[int] | None, monkeypatch: pytest.MonkeyPatch) -> None
                 return value * float("nan")
         return value
 
-    monkeypatch.setattr(optim, "sequence_loss", loss)
+    monkeypatch.setattr(training_step, "sequence_loss", loss)
 
 
 def test_a_non_finite_step_is_skipped_and_counted(tmp_path, monkeypatch):
@@ -108,12 +109,12 @@ def test_validation_scores_and_checkpoints(tmp_path):
 def test_early_stopping_after_patience_validations_without_a_bleu_gain(tmp_path, monkeypatch):
     # each validation scores twice: free-running BLEU first, then teacher-forced BLEU (same value here)
     bleu = iter(v for v in [10.0, 12.0, 11.0, 12.0, 9.0, 50.0] for _ in range(2))
-    real = validation.score
+    real = validation.bleu_and_chrf
 
-    def fake_score(hyps, refs):
+    def fake_bleu(hyps, refs):
         return real(hyps, refs).__class__(next(bleu), 0.0, "sig", "sig")
 
-    monkeypatch.setattr(validation, "score", fake_score)
+    monkeypatch.setattr(validation, "bleu_and_chrf", fake_bleu)
     trainer = tiny_trainer(tmp_path, max_steps=50, validate_every=1, early_stopping_patience=3, lr_scheduler="none")
     state = trainer.fit()
     assert state.step == 5  # best at step 2 (12.0); 11, 12 (no gain), 9: three without a gain

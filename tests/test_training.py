@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from seq2seq.config import TrainConfig
-from seq2seq.loss import sequence_loss
-from seq2seq.optim import build_optimizer, build_scheduler, clip_gradients, teacher_forcing_ratio
+from seq2seq.training.loss import sequence_loss
+from seq2seq.training.optim import build_optimizer, build_scheduler, clip_gradients
+from seq2seq.training.step import teacher_forcing_ratio
 
 
 def make_grads(scale):
@@ -86,7 +87,7 @@ def test_label_smoothing_penalises_confident_predictions():
 def test_fused_cross_entropy_matches_pytorch(monkeypatch, smoothing, dtype):
     """The training loss (gradient formed in the forward pass, rows in slices) equals F.cross_entropy's loss
     and gradient, with padding rows ignored and a row count that is not a multiple of the slice."""
-    monkeypatch.setattr("seq2seq.loss.ROWS_PER_SLICE", 4)
+    monkeypatch.setattr("seq2seq.training.loss.ROWS_PER_SLICE", 4)
     torch.manual_seed(0)
     logits = (torch.randn(3, 5, 11) * 3).to(dtype)
     target = torch.randint(1, 11, (3, 5))
@@ -145,7 +146,7 @@ def test_learning_rate_schedules():
 
 FAULTS = """
 import sys, resource, torch
-from seq2seq.device import reuse_freed_memory
+from seq2seq.training.memory import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.config import DecodeConfig, ModelConfig, TokenizerConfig
-from seq2seq.corpus import ParallelCorpus
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.files import read_lines
-from seq2seq.model import build_model
-from seq2seq.tokenizer import build_tokenizer
+from seq2seq.model.seq2seq import build_model
 from seq2seq.translate import read_chunks, translate_stream
 
 from .conftest import REPO

@@ -9,8 +9,8 @@ import torch
 
 from seq2seq.checkpoint import save_checkpoint
 from seq2seq.config import Config, TokenizerConfig
-from seq2seq.model import Seq2Seq, build_model
-from seq2seq.tokenizer import Tokenizer, train_sentencepiece
+from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
+from seq2seq.model.seq2seq import Seq2Seq, build_model
 
 from .conftest import REPO
 

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seq2seq.dropout import Dropout
-from seq2seq.precision import linear, uses_low_precision
+from seq2seq.model.dropout import Dropout
+from seq2seq.model.precision import linear, uses_low_precision
 
 
 def tanh_(x: Tensor) -> Tensor:
@@ -122,7 +122,7 @@ class StackedCell(nn.Module):
             cell_class(input_size if i == 0 else hidden_size, hidden_size, **kwargs) for i in range(num_layers)
         )
         self.dropout = Dropout(dropout)
-        self.matmul_dtype = torch.float32  # bf16: the training products in bf16 (`seq2seq.precision`)
+        self.matmul_dtype = torch.float32  # bf16: the training products in bf16 (`seq2seq.model.precision`)
 
     def forward(self, x: Tensor, state: CellState) -> tuple[Tensor, CellState]:
         """x: (batch, input_size) -> output of the top layer (batch, hidden), new state."""
@@ -199,7 +199,7 @@ def gate_equations(
     cell: str, gi: Tensor, gh: Tensor, h: Tensor, c: Tensor | None
 ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
     """The gates from the input's and the state's contributions gi = W_ih x + b_ih and gh = W_hh h + b_hh,
-    each (batch, gates*hidden): what `cell_equations` and the int8 cells (`seq2seq.quantize`) share."""
+    each (batch, gates*hidden): what `cell_equations` and the int8 cells (`seq2seq.model.quantize`) share."""
     if cell == "rnn":
         h_new = torch.tanh(gi + gh)
         return h_new, None, {"hidden": h_new}

@@ -31,13 +31,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from seq2seq.batching import DynamicBatcher, QueueFull
 from seq2seq.config import DecodeConfig
-from seq2seq.inference import AttentionMap, attention_for, translate_sentences
-from seq2seq.search import Hypothesis
-from seq2seq.shortlist import LexicalShortlist
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.translate import MAX_SOURCE_TOKENS
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.inference import AttentionMap, hypothesis_attention, translate_sentences
+from seq2seq.decoding.lexicon import LexicalShortlist
+from seq2seq.decoding.loading import MAX_SOURCE_TOKENS
+from seq2seq.decoding.search import Hypothesis
+from seq2seq.serving.batcher import DynamicBatcher, QueueFull
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -241,8 +241,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 class Translator:
     """Decodes lists of sentences into the API's per-line entries; the batcher's `decode` function.
 
-    `model` is a `Seq2Seq` or an `Ensemble` (`seq2seq.ensemble`). Attention weights come from forced decoding
-    along each hypothesis (`inference.attention_for`), greedy or beam: one code path, the same weights greedy
+    `model` is a `Seq2Seq` or an `Ensemble` (`seq2seq.decoding.ensemble`). Attention weights come from forced decoding
+    along each hypothesis (`inference.hypothesis_attention`), greedy or beam: one code path, the same weights greedy
     search saw (tests/test_alignment.py), at the cost of one more decoder pass when they are asked for.
     """
 
@@ -277,24 +277,15 @@ class Translator:
     def with_forced_attention(
         self, sentences: list[str], hypotheses: list[list[Hypothesis]], cfg: DecodeConfig
     ) -> list[dict[str, Any]]:
-        """Every hypothesis with the weights of forced decoding along it (`inference.attention_for`)."""
-        pairs = [(i, hyp) for i, hyps in enumerate(hypotheses) if sentences[i].strip() for hyp in hyps]
-        maps = attention_for(
-            self.model,
-            self.tokenizer,
-            [sentences[i] for i, _ in pairs],
-            [hyp.tokens for _, hyp in pairs],
-            self.device,
-            cfg.batch_size,
-            max_src_tokens=MAX_SOURCE_TOKENS,
-            first_line=None,
+        """Every hypothesis with the weights of forced decoding along it (`inference.hypothesis_attention`)."""
+        maps = hypothesis_attention(
+            self.model, self.tokenizer, sentences, hypotheses, self.device, cfg.batch_size, MAX_SOURCE_TOKENS
         )
-        found = iter(maps)
         return [
-            {"hypotheses": [self.hypothesis(hyp, next(found)) for hyp in hyps]}
+            {"hypotheses": [self.hypothesis(hyp, attention) for hyp, attention in zip(hyps, line_maps)]}
             if sentences[i].strip()
             else self.empty_entry()
-            for i, hyps in enumerate(hypotheses)
+            for i, (hyps, line_maps) in enumerate(zip(hypotheses, maps))
         ]
 
     def empty_entry(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from seq2seq.cells import StackedCell, gate_equations
+from seq2seq.model.cells import StackedCell, gate_equations
 
 QUANTIZATIONS = ("none", "int8")
 

@@ -20,7 +20,7 @@ renamed into place only when complete, so a build that is killed is never read, 
 building the same cache at once one rename wins and the other process uses the winner's files.
 
 Subword regularization (`tokenizer.sampling_alpha` > 0) re-encodes the kept pairs (`positions.npy`) at
-every epoch with a sampled segmentation (`seq2seq.sampling`): `sampled_training_set`, in memory, by the
+every epoch with a sampled segmentation (`seq2seq.data.sampling`): `sampled_training_set`, in memory, by the
 same worker processes. The cache still decides which pairs train (the deterministic segmentation and
 the length filter); a sampled segmentation may be longer than `data.max_length` and is not truncated.
 """
@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 
 from seq2seq.config import DataConfig, TokenizerConfig
-from seq2seq.corpus import CorpusError, PairChunk, PairSource, length_filter
-from seq2seq.sampling import SubwordSampler, Uniforms
-from seq2seq.tokenizer import Tokenizer, WordCache, flatten
+from seq2seq.data.corpus import CorpusError, PairChunk, PairSource, length_filter
+from seq2seq.data.sampling import SubwordSampler, Uniforms
+from seq2seq.data.tokenizer import Tokenizer, WordCache, flatten
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class SamplingTask:
 
 
 class SamplingEncoder:
-    """Encode chunks of pairs with sampled segmentations (`seq2seq.sampling`); nothing is filtered."""
+    """Encode chunks of pairs with sampled segmentations (`seq2seq.data.sampling`); nothing is filtered."""
 
     def __init__(self, tokenizer: Tokenizer, model_type: str, alpha: float, nbest_size: int) -> None:
         self.src = SubwordSampler(tokenizer.src, model_type, alpha, nbest_size)

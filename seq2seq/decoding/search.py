@@ -7,23 +7,25 @@ batch, so no time is spent on it), and `reorder(rows)` moves rows within each se
 (beam search only; whatever a sentence's beams share, like the encoder memory, can stay put).
 Greedy is the beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
 Forced decoding (`forced_decode`, for scoring and attention) runs the same step on given outputs.
-The model may be one `Seq2Seq` or an `Ensemble` (`seq2seq.ensemble`): both offer `encode` and `decode_step`.
+The model may be one `Seq2Seq` or an `Ensemble` (`seq2seq.decoding.ensemble`): both offer `encode` and `decode_step`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig
-from seq2seq.data import Batch
-from seq2seq.decoder import DecoderState, Memory
-from seq2seq.shortlist import LexicalShortlist
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.data.batches import Batch
+from seq2seq.decoding.lexicon import LexicalShortlist
+from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:  # for annotations only: no import at run time
+    from seq2seq.model.decoder import DecoderState, Memory
 
 S = TypeVar("S")
 StepFn = Callable[[Tensor, S], tuple[Tensor, S]]

@@ -50,12 +50,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from seq2seq.config import DataConfig
-from seq2seq.progress import progress_bar
+from seq2seq.data.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_SPLIT_NAMES = {"train": ("train",), "valid": ("validation", "val", "valid", "dev"), "test": ("test",)}
 LOCAL_FILES_HINT = (
     "point at local files instead: data=multi30k data.dir=PATH, "

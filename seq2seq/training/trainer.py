@@ -24,18 +24,25 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from seq2seq.config import Config, ConfigError
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.data import EpochPairs, PreparedData, epoch_batches, make_batch
+from seq2seq.data.batches import epoch_batches, make_batch
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.prepare import EpochPairs, PreparedData
 from seq2seq.device import training_device
-from seq2seq.distributed import DistributedContext, shard
-from seq2seq.insight import InsightProbe
-from seq2seq.model import Seq2Seq, build_model, count_parameters
-from seq2seq.optim import StepResult, TrainStep
-from seq2seq.precision import CACHE_FILE
-from seq2seq.reporting import Reporter, Throughput
-from seq2seq.saving import CheckpointSaver, restore_rng_states, rng_states
-from seq2seq.stopping import EarlyStopping, TrainingDiverged, TrainingInterrupted, limit_reached, stop_on_signals
-from seq2seq.validation import validate
+from seq2seq.model.seq2seq import Seq2Seq, build_model, count_parameters
+from seq2seq.training.checkpoints import CheckpointSaver, restore_rng_states, rng_states
+from seq2seq.training.distributed import DistributedContext, shard
+from seq2seq.training.insight import InsightProbe
+from seq2seq.training.matmul_precision import CACHE_FILE
+from seq2seq.training.step import StepResult, TrainStep
+from seq2seq.training.stopping import (
+    EarlyStopping,
+    TrainingDiverged,
+    TrainingInterrupted,
+    limit_reached,
+    stop_on_signals,
+)
+from seq2seq.training.tensorboard import Reporter, Throughput
+from seq2seq.training.validation import validate
 
 log = logging.getLogger(__name__)
 

@@ -14,21 +14,21 @@ from typing import Any
 
 import torch
 
-from seq2seq import distributed
 from seq2seq.checkpoint import load_checkpoint, model_from_checkpoint
 from seq2seq.config import Config
-from seq2seq.data import PreparedData, prepare_data
+from seq2seq.data.prepare import PreparedData, prepare_data
+from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.device import resolve_device
-from seq2seq.distributed import DistributedContext
-from seq2seq.metrics import score
-from seq2seq.model import count_parameters
+from seq2seq.metrics import bleu_and_chrf
+from seq2seq.model.seq2seq import count_parameters
 from seq2seq.results import CheckpointScores, RunResults, TrainSummary, ValidSummary
-from seq2seq.saving import check_resume_config, find_resume_checkpoint
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import Trainer
-from seq2seq.validation import greedy_translations, score_checkpoint
+from seq2seq.training import distributed
+from seq2seq.training.checkpoints import check_resume_config, find_resume_checkpoint
+from seq2seq.training.distributed import DistributedContext
+from seq2seq.training.trainer import Trainer
+from seq2seq.training.validation import evaluate_checkpoint, greedy_translations
 
-log = logging.getLogger("seq2seq.trainer")
+log = logging.getLogger("seq2seq.training.trainer")
 
 
 def train(config: Config, run_dir: Path) -> RunResults | None:
@@ -65,7 +65,7 @@ def train(config: Config, run_dir: Path) -> RunResults | None:
     if not ctx.is_main:
         return None
     averaged = average_checkpoints(trainer)  # None unless train.average_checkpoints >= 2
-    test = score_on_test_set(trainer, averaged["path"] if averaged else None)
+    test = evaluate_on_test_set(trainer, averaged["path"] if averaged else None)
     trainer.reporter.close()
     best = trainer.early_stopping
     valid = ValidSummary(best.best_bleu, best.best_step, state.history)
@@ -115,7 +115,7 @@ def average_checkpoints(trainer: Trainer) -> dict[str, Any] | None:
     path, steps = averaged
     model, tokenizer, _, _ = model_from_checkpoint(path, trainer.device)
     valid, decode = trainer.valid, trainer.config.decode
-    scores = score(
+    scores = bleu_and_chrf(
         greedy_translations(model, tokenizer, valid.src, decode, trainer.device, trainer.progress), valid.tgt
     )
     trainer.reporter.scalar("valid/averaged_bleu", scores.bleu, trainer.state.step)
@@ -127,10 +127,10 @@ def average_checkpoints(trainer: Trainer) -> dict[str, Any] | None:
     return {"path": str(path), "steps": steps, "bleu": scores.bleu, "chrf": scores.chrf}
 
 
-def score_on_test_set(trainer: Trainer, averaged: str | Path | None = None) -> CheckpointScores:
+def evaluate_on_test_set(trainer: Trainer, averaged: str | Path | None = None) -> CheckpointScores:
     """Score `best.pt` on the test split with greedy and beam search; the averaged checkpoint too if given."""
     settings = (trainer.data.test, trainer.config.decode, trainer.cfg.test_beam_size, trainer.device, trainer.progress)
-    results = score_checkpoint(trainer.saver.best, *settings)
+    results = evaluate_checkpoint(trainer.saver.best, *settings)
     if averaged is not None:
-        results.averaged = score_checkpoint(Path(averaged), *settings)
+        results.averaged = evaluate_checkpoint(Path(averaged), *settings)
     return results

@@ -1,6 +1,6 @@
 """SentencePiece subword models: trained once on the training split, cached, and carried in checkpoints.
 
-Every model uses the same special ids, so batches and search never need to ask:
+Every model uses the same special ids (`seq2seq.vocab`), so batches and search never need to ask:
 pad = 0, unk = 1, bos = 2, eos = 3.
 """
 
@@ -16,15 +16,17 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sentencepiece as spm
 
 from seq2seq.config import TokenizerConfig
-from seq2seq.corpus import PairSource
 from seq2seq.files import write_atomic
+from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+if TYPE_CHECKING:  # for annotations only: no import at run time
+    from seq2seq.data.corpus import PairSource
 
 log = logging.getLogger(__name__)
 

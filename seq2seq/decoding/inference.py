@@ -10,26 +10,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from seq2seq.config import DecodeConfig
-from seq2seq.data import make_batch, sentence_batches
-from seq2seq.ensemble import Translator
-from seq2seq.search import ForcedScore, Hypothesis, score_batch, translate_batch
-from seq2seq.shortlist import LexicalShortlist
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.data.batches import make_batch, sentence_batches
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.lexicon import LexicalShortlist
+from seq2seq.decoding.search import ForcedScore, Hypothesis, score_batch, translate_batch
+from seq2seq.vocab import EOS_PIECE
+
+if TYPE_CHECKING:  # for annotations only: no import at run time
+    from seq2seq.decoding.ensemble import DecodingModel
 
 log = logging.getLogger(__name__)
-
-EOS_PIECE = "</s>"
 
 
 @torch.no_grad()
 def translate_sentences(
-    model: Translator,
+    model: DecodingModel,
     tokenizer: Tokenizer,
     sentences: Sequence[str],
     cfg: DecodeConfig,
@@ -98,7 +100,7 @@ Outputs = Sequence[str] | Sequence[Sequence[int]]  # translations as text, or as
 
 @torch.no_grad()
 def score_sentences(
-    model: Translator,
+    model: DecodingModel,
     tokenizer: Tokenizer,
     sources: Sequence[str],
     outputs: Outputs,
@@ -148,7 +150,7 @@ class AttentionMap:
 
 
 def attention_for(
-    model: Translator,
+    model: DecodingModel,
     tokenizer: Tokenizer,
     sources: Sequence[str],
     outputs: Outputs,
@@ -186,3 +188,32 @@ def attention_for(
         assert scored.attention is not None and scored.attention.shape == (len(out_pieces) + 1, len(src_pieces))
         maps.append(AttentionMap(src_pieces, [*out_pieces, EOS_PIECE], scored.attention))
     return maps
+
+
+def hypothesis_attention(
+    model: DecodingModel,
+    tokenizer: Tokenizer,
+    sources: Sequence[str],
+    hypotheses: Sequence[Sequence[Hypothesis]],
+    device: torch.device,
+    batch_size: int = 64,
+    max_src_tokens: int | None = None,
+) -> list[list[AttentionMap | None]]:
+    """`attention_for` every hypothesis of every source (as `translate_sentences` returns them), grouped the
+    same way; None for an empty source line, which `translate_sentences` leaves to the model-free empty
+    hypothesis. One forced-decoding pass for all of them."""
+    pairs = [(line, k) for line, hyps in enumerate(hypotheses) for k in range(len(hyps)) if sources[line].strip()]
+    maps = attention_for(
+        model,
+        tokenizer,
+        [sources[line] for line, _ in pairs],
+        [hypotheses[line][k].tokens for line, k in pairs],
+        device,
+        batch_size,
+        max_src_tokens=max_src_tokens,
+        first_line=None,  # translate_sentences has warned about long lines already
+    )
+    grouped: list[list[AttentionMap | None]] = [[None] * len(hyps) for hyps in hypotheses]
+    for (line, k), attention in zip(pairs, maps):
+        grouped[line][k] = attention
+    return grouped

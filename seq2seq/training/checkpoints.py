@@ -18,7 +18,7 @@ import torch
 from seq2seq.checkpoint import average_state_dicts, load_checkpoint, save_checkpoint
 from seq2seq.config import Config, ConfigError
 
-log = logging.getLogger("seq2seq.trainer")
+log = logging.getLogger("seq2seq.training.trainer")
 
 RESUME_MUST_MATCH = ("model.", "tokenizer.")  # what a resumed run may not change
 RESUME_MAY_DIFFER = ("tokenizer.cache_dir", "data.cache_dir", "train.resume")

@@ -18,19 +18,18 @@ import torch
 
 from seq2seq.checkpoint import model_from_checkpoint
 from seq2seq.config import DecodeConfig
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.data import make_batch, token_batches
-from seq2seq.inference import best_strings, translate_sentences
-from seq2seq.loss import sequence_loss
-from seq2seq.metrics import score
-from seq2seq.model import Seq2Seq
+from seq2seq.data.batches import make_batch, token_batches
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.inference import best_strings, translate_sentences
+from seq2seq.decoding.lexicon import LexicalShortlist
+from seq2seq.metrics import bleu_and_chrf
+from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.results import CheckpointScores, SearchScores
-from seq2seq.shortlist import LexicalShortlist
-from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from seq2seq.training.loss import sequence_loss
+from seq2seq.vocab import EOS_ID, PAD_ID
 
-log = logging.getLogger("seq2seq.trainer")
-
-VALIDATION_KEYS = ("loss", "perplexity", "bleu", "chrf", "teacher_forced_bleu", "exposure_bias_gap")
+log = logging.getLogger("seq2seq.training.trainer")
 
 
 @torch.no_grad()
@@ -87,8 +86,8 @@ def validate(
     """
     loss, forced = validation_loss(model, *valid_ids, batch_tokens, device)
     hyps = greedy_translations(model, tokenizer, valid.src, decode, device, progress)
-    scores = score(hyps, valid.tgt)
-    teacher_forced_bleu = score(tokenizer.decode_tgt(forced), valid.tgt).bleu
+    scores = bleu_and_chrf(hyps, valid.tgt)
+    teacher_forced_bleu = bleu_and_chrf(tokenizer.decode_tgt(forced), valid.tgt).bleu
     row = {
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
@@ -100,7 +99,7 @@ def validate(
     return row, hyps
 
 
-def search_scores(
+def search_bleu(
     model: Seq2Seq,
     tokenizer: Tokenizer,
     corpus: ParallelCorpus,
@@ -116,15 +115,15 @@ def search_scores(
     found = translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress, shortlist=shortlist)
     hyps = best_strings(tokenizer, found)
     seconds = time.monotonic() - start
-    return SearchScores.measured(decode.beam_size, score(hyps, corpus.tgt), len(hyps), seconds), hyps
+    return SearchScores.measured(decode.beam_size, bleu_and_chrf(hyps, corpus.tgt), len(hyps), seconds), hyps
 
 
-def score_checkpoint(
+def evaluate_checkpoint(
     path: Path, test: ParallelCorpus, decode: DecodeConfig, beam_size: int, device: torch.device, progress: bool = False
 ) -> CheckpointScores:
     """A checkpoint's greedy and beam-`beam_size` scores on the test split, logged."""
     model, tokenizer, _, _ = model_from_checkpoint(path, device)
-    scores = score_test_set(model, tokenizer, test, decode, beam_size, device, progress)
+    scores = evaluate_test_set(model, tokenizer, test, decode, beam_size, device, progress)
     for name, search in (("greedy", scores.greedy), ("beam", scores.beam)):
         log.info(
             "test %s (%s, beam %d): BLEU %.2f  chrF %.2f  [%s]",
@@ -133,7 +132,7 @@ def score_checkpoint(
     return scores
 
 
-def score_test_set(
+def evaluate_test_set(
     model: Seq2Seq,
     tokenizer: Tokenizer,
     test: ParallelCorpus,
@@ -143,6 +142,6 @@ def score_test_set(
     progress: bool = False,
 ) -> CheckpointScores:
     """Greedy and beam-`beam_size` scores of `model` on the test split."""
-    greedy, _ = search_scores(model, tokenizer, test, replace(decode, beam_size=1, nbest=1), device, progress)
-    beam, _ = search_scores(model, tokenizer, test, replace(decode, beam_size=beam_size, nbest=1), device, progress)
+    greedy, _ = search_bleu(model, tokenizer, test, replace(decode, beam_size=1, nbest=1), device, progress)
+    beam, _ = search_bleu(model, tokenizer, test, replace(decode, beam_size=beam_size, nbest=1), device, progress)
     return CheckpointScores(greedy, beam)

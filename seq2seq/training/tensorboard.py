@@ -14,12 +14,12 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from seq2seq.corpus import ParallelCorpus
-from seq2seq.insight import InsightProbe
-from seq2seq.model import Seq2Seq
-from seq2seq.validation import VALIDATION_KEYS
+from seq2seq.data.corpus import ParallelCorpus
+from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.results import VALIDATION_KEYS
+from seq2seq.training.insight import InsightProbe
 
-log = logging.getLogger("seq2seq.trainer")
+log = logging.getLogger("seq2seq.training.trainer")
 
 
 class Throughput:

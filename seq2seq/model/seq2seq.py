@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seq2seq.attention import Attention
 from seq2seq.config import ModelConfig
-from seq2seq.decoder import Decoder, DecoderState, Memory, OutputRows, output_rows
-from seq2seq.encoder import Encoder
-from seq2seq.tokenizer import BOS_ID, PAD_ID
+from seq2seq.model.attention import Attention
+from seq2seq.model.decoder import Decoder, DecoderState, Memory, OutputRows, output_rows
+from seq2seq.model.encoder import Encoder
+from seq2seq.vocab import BOS_ID, PAD_ID
 
 
 class Seq2Seq(nn.Module):

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.cells import SEQUENCE_KINDS, direction_weights, fused_rnn, make_sequence_rnn
-from seq2seq.dropout import Dropout, dropout
+from seq2seq.model.cells import SEQUENCE_KINDS, direction_weights, fused_rnn, make_sequence_rnn
+from seq2seq.model.dropout import Dropout, dropout
 
 
 class Encoder(nn.Module):

@@ -1,7 +1,7 @@
 """Ensembles: several models decode as one, averaging their log-probabilities at every step.
 
 An `Ensemble` offers the two calls search needs from a `Seq2Seq`, `encode` and `decode_step`, so greedy
-search, beam search, n-best lists and forced decoding (`seq2seq.search`) run it unchanged. Each step
+search, beam search, n-best lists and forced decoding (`seq2seq.decoding.search`) run it unchanged. Each step
 feeds every member the same previous token and returns the mean of the members' log-probabilities,
 
     log p_ens(y | ...) = 1/M * sum_m log p_m(y | ...)
@@ -9,25 +9,24 @@ feeds every member the same previous token and returns the mean of the members' 
 (the log of their geometric mean, not renormalized; the members' own distributions are). Its attention
 weights are the mean of the members' weights, when every member has attention.
 
-`load_models` reads one or more checkpoints: one gives the plain `Seq2Seq` (single-model decoding is
-unchanged), several an `Ensemble`, after checking that they share both SentencePiece models.
+`seq2seq.decoding.loading.load_models` reads one or more checkpoints: one gives the plain `Seq2Seq`
+(single-model decoding is unchanged), several an `Ensemble`, after checking that they share both
+SentencePiece models (`check_same_vocabularies`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from seq2seq.checkpoint import CheckpointError, model_from_checkpoint
-from seq2seq.config import Config
-from seq2seq.decoder import DecoderState, Memory, OutputRows
-from seq2seq.model import Seq2Seq
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.model.decoder import DecoderState, Memory, OutputRows
+from seq2seq.model.seq2seq import Seq2Seq
 
 T = TypeVar("T", Memory, DecoderState)
 
@@ -95,36 +94,7 @@ class Ensemble(nn.Module):
         return log_probs, PerMember([new_state for _, new_state, _ in steps]), attention
 
 
-Translator = Seq2Seq | Ensemble  # what search, inference, translate and score decode with
-
-
-class LoadedModels(NamedTuple):
-    """What `load_models` returns; unpacks as `model, tokenizer, config = load_models(...)`."""
-
-    model: Translator  # a Seq2Seq for one checkpoint, an Ensemble for several (eval mode, on the device)
-    tokenizer: Tokenizer  # the first checkpoint's (all are the same)
-    config: Config  # the first checkpoint's: its decode settings are the defaults
-
-
-def load_models(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu") -> LoadedModels:
-    """The model(s) of one or more checkpoint files: one gives its `Seq2Seq`, several an `Ensemble`.
-
-    All must hold the same source and target SentencePiece models (the members read the same source ids
-    and their log-probabilities are averaged id by id); otherwise `CheckpointError` names the first
-    checkpoint and the one that differs.
-    """
-    if not checkpoints:
-        raise ValueError("load_models needs at least one checkpoint")
-    first = checkpoints[0]
-    model, tokenizer, config, _ = model_from_checkpoint(first, device)
-    if len(checkpoints) == 1:
-        return LoadedModels(model, tokenizer, config)
-    members = [model]
-    for path in checkpoints[1:]:
-        member, member_tokenizer, _, _ = model_from_checkpoint(path, device)
-        check_same_vocabularies(first, tokenizer, path, member_tokenizer)
-        members.append(member)
-    return LoadedModels(Ensemble(members).eval(), tokenizer, config)
+DecodingModel = Seq2Seq | Ensemble  # what search, inference, translate and score decode with
 
 
 def check_same_vocabularies(first: Any, tokenizer: Tokenizer, other: Any, other_tokenizer: Tokenizer) -> None:

@@ -23,14 +23,17 @@ readout and output projection for all steps at once: the same numbers, far fewer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from seq2seq.attention import Attention
-from seq2seq.cells import CellState, StackedCell, tanh_
-from seq2seq.dropout import Dropout
-from seq2seq.precision import Linear, LowPrecisionMatmul, uses_low_precision
+from seq2seq.model.cells import CellState, StackedCell, tanh_
+from seq2seq.model.dropout import Dropout
+from seq2seq.model.precision import Linear, LowPrecisionMatmul, uses_low_precision
+
+if TYPE_CHECKING:  # for annotations only: no import at run time
+    from seq2seq.model.attention import Attention
 
 
 @dataclass
@@ -132,7 +135,7 @@ class OutputLayer(Linear):
     """The output projection, readout (..., readout_size) -> scores (..., vocab), without a bias.
 
     The largest cost per target token in training: three (tokens x readout x vocab) products a step. With
-    `matmul_dtype` bf16 (`seq2seq.precision`) the training scores come out in bf16, as under autocast, and
+    `matmul_dtype` bf16 (`seq2seq.model.precision`) the training scores come out in bf16, as under autocast, and
     the cross-entropy's gradient stays bf16 for the two backward products.
     """
 

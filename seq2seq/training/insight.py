@@ -31,14 +31,15 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from seq2seq.cells import SEQUENCE_KINDS, cell_equations, direction_weights
 from seq2seq.config import DecodeConfig
-from seq2seq.data import Batch, make_batch
-from seq2seq.encoder import Encoder
-from seq2seq.loss import sequence_loss
-from seq2seq.model import Seq2Seq
-from seq2seq.search import translate_batch
-from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from seq2seq.data.batches import Batch, make_batch
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.search import translate_batch
+from seq2seq.model.cells import SEQUENCE_KINDS, cell_equations, direction_weights
+from seq2seq.model.encoder import Encoder
+from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.training.loss import sequence_loss
+from seq2seq.vocab import EOS_ID, PAD_ID
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

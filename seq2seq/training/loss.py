@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seq2seq.tokenizer import PAD_ID
+from seq2seq.vocab import PAD_ID
 
 ROWS_PER_SLICE = 256  # on a CPU, (256, vocab) fp32 slices: 5 MB at a 5k vocabulary, within the last-level cache
 

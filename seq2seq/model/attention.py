@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seq2seq.cells import tanh, tanh_
-from seq2seq.precision import Linear
+from seq2seq.model.cells import tanh, tanh_
+from seq2seq.model.precision import Linear
 
 
 class Attention(nn.Module):

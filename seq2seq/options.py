@@ -1,0 +1,56 @@
+"""Command-line options shared by the decoding commands (translate, evaluate): the checkpoints and how to
+search with them. The defaults come from the (first) checkpoint's decode config."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from seq2seq.config import DecodeConfig, validate_decode
+from seq2seq.model.quantize import QUANTIZATIONS
+
+
+def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkpoints and the decoding options (defaults: the checkpoint's decode config)."""
+    parser.add_argument(
+        "checkpoint",
+        nargs="+",
+        help="a best.pt / last.pt file from seq2seq.train, or a run folder (its checkpoints/best.pt); "
+        "several decode as an ensemble",
+    )
+    parser.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
+    parser.add_argument("--alpha", type=float, help="length penalty exponent ((5+len)/6)^alpha")
+    parser.add_argument("--max-len-a", type=float, help="max output length = a * source length + b")
+    parser.add_argument("--max-len-b", type=int)
+    parser.add_argument("--batch-size", type=int, help="sentences per decoding batch")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="int8: the decoder's matrix products with 8-bit weights on the CPU (faster; docs/decoding.md)",
+    )
+    parser.add_argument(
+        "--shortlist",
+        action="store_true",
+        help="search each sentence over the target subwords its source makes likely (the lexical shortlist "
+        "stored in the (first) checkpoint by seq2seq.shortlist; faster; docs/decoding.md)",
+    )
+
+
+def decode_config(args: argparse.Namespace, defaults: DecodeConfig, **extra: int | None) -> DecodeConfig:
+    """`defaults` (the checkpoint's decode config) overridden by the command line; an n-best list longer
+    than the beam widens the beam unless --beam-size was given. Raises `ConfigError` for bad values."""
+    overrides = {
+        "beam_size": args.beam_size,
+        "alpha": args.alpha,
+        "max_len_a": args.max_len_a,
+        "max_len_b": args.max_len_b,
+        "batch_size": args.batch_size,
+        **extra,
+    }
+    decode = replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
+    if decode.nbest > decode.beam_size and args.beam_size is None:
+        decode = replace(decode, beam_size=decode.nbest)
+    validate_decode(decode)
+    return decode
