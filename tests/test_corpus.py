@@ -1,4 +1,5 @@
-"""seq2seq.data.corpus: local text / TSV / JSONL corpora read with `datasets`, the hub's offline failure, helpers.
+"""seq2seq.data.corpus with its two sources: local text / TSV / JSONL corpora (local_files), the hub's offline
+failure (hub), helpers.
 
 Every test builds tiny files under tmp_path; none needs the network.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from seq2seq.config import DataConfig
-from seq2seq.data import corpus
+from seq2seq.data import corpus, hub
 from seq2seq.data.corpus import (
     CorpusError,
     ParallelCorpus,
@@ -208,7 +209,7 @@ def test_hub_unreachable_fails_fast_with_local_hint(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(corpus, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=3.0: False)
     before = datasets.config.HF_HUB_OFFLINE
     started = time.perf_counter()
     with pytest.raises(CorpusError) as err:
@@ -246,10 +247,10 @@ def test_hub_splits_and_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_hub_split_name_choice() -> None:
     cfg = hub_cfg("x")
-    assert corpus._hub_split_name(cfg, "valid", "val", ["train", "dev", "test"]) == "dev"
-    assert corpus._hub_split_name(cfg, "test", "test_2016_flickr", ["test", "test_2016_flickr"]) == "test_2016_flickr"
+    assert hub._hub_split_name(cfg, "valid", "val", ["train", "dev", "test"]) == "dev"
+    assert hub._hub_split_name(cfg, "test", "test_2016_flickr", ["test", "test_2016_flickr"]) == "test_2016_flickr"
     with pytest.raises(CorpusError, match="available"):
-        corpus._hub_split_name(cfg, "valid", "val", ["train", "test"])
+        hub._hub_split_name(cfg, "valid", "val", ["train", "test"])
 
 
 # --------------------------------------------------------------------------------------------- helpers

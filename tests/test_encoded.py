@@ -12,28 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.config import DataConfig, TokenizerConfig
+from seq2seq.config import DataConfig
 from seq2seq.data import encoded as encoded_module
 from seq2seq.data.batches import make_batch, token_batches
 from seq2seq.data.corpus import CorpusError, ParallelCorpus
 from seq2seq.data.encoded import EncodedCorpus, cache_key, encode_training_set
-from seq2seq.data.tokenizer import build_tokenizer
 
-from .conftest import REPO
-
-CORPUS = REPO / "data" / "synth_de_en"
+from .tiny_models import CORPUS, corpus_lines, tiny_tokenizer, write_corpus
 
 
 @pytest.fixture(scope="module")
 def text() -> ParallelCorpus:
-    src = (CORPUS / "train.de").read_text().splitlines()[:400]
-    tgt = (CORPUS / "train.en").read_text().splitlines()[:400]
-    return ParallelCorpus(src, tgt)
+    return ParallelCorpus(*corpus_lines("train", 400))
 
 
 @pytest.fixture(scope="module")
-def tokenizer(text, tmp_path_factory):
-    return build_tokenizer(text, TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm"))))
+def tokenizer():
+    return tiny_tokenizer(vocab_size=150, joint=True, pairs=400)  # what build_tokenizer trains on `text`
 
 
 def data_config(tmp_path, **values) -> DataConfig:
@@ -110,7 +105,7 @@ def test_a_changed_corpus_tokenizer_or_filter_builds_a_new_cache(text, tokenizer
     keys = {cache_key(text.key, tokenizer, cfg)}
     changed_text = ParallelCorpus([text.src[0] + " Hund", *text.src[1:]], text.tgt)
     keys.add(cache_key(changed_text.key, tokenizer, cfg))
-    other = build_tokenizer(text, TokenizerConfig(vocab_size=160, cache_dir=str(tmp_path / "spm")))
+    other = tiny_tokenizer(vocab_size=160, joint=True, pairs=400)
     keys.add(cache_key(text.key, other, cfg))
     keys.add(cache_key(text.key, tokenizer, data_config(tmp_path, max_length=20)))
     keys.add(cache_key(text.key, tokenizer, data_config(tmp_path, max_length_ratio=1.5)))
@@ -200,21 +195,12 @@ def test_without_a_cache_folder_the_arrays_are_built_in_memory(text, tokenizer, 
     assert np.array_equal(corpus.src_offsets, cached.src_offsets) and np.array_equal(corpus.tgt, cached.tgt)
 
 
-def small_corpus(folder, lines: int = 300):
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, name in (("train", "train"), ("val", "val"), ("test", "test")):
-        for lang in ("de", "en"):
-            text = (CORPUS / f"{name}.{lang}").read_text().splitlines()[: lines if split == "train" else 20]
-            (folder / f"{split}.{lang}").write_text("\n".join(text) + "\n")
-    return folder
-
-
 def test_with_both_caches_in_place_the_training_text_is_not_read(tmp_path, monkeypatch):
     from seq2seq.config import Config
     from seq2seq.data import corpus as corpus_module
     from seq2seq.data.prepare import prepare_data
 
-    folder = small_corpus(tmp_path / "corpus")
+    folder = write_corpus(tmp_path / "corpus")
     config = Config.from_dict(
         {
             "data": {"dir": str(folder), "cache_dir": str(tmp_path / "data-cache")},
@@ -244,7 +230,7 @@ def test_with_both_caches_in_place_the_training_text_is_not_read(tmp_path, monke
 def test_the_fingerprint_follows_the_files_and_the_reading_settings(tmp_path):
     from seq2seq.data.corpus import fingerprint
 
-    folder = small_corpus(tmp_path / "corpus")
+    folder = write_corpus(tmp_path / "corpus")
     base = DataConfig(dir=str(folder))
     prints = {fingerprint(base), fingerprint(DataConfig(dir=str(folder), max_train_pairs=100))}
     prints.add(fingerprint(DataConfig(dir=str(folder), src_lang="en", tgt_lang="de")))

@@ -1,5 +1,6 @@
 """The package's shape: subpackages by concern, thin commands on top, no import cycles, a shallow import
-graph, Hydra only in the entry points, and scripts that import only the package.
+graph, Hydra only in the entry points, and scripts (scripts/, benchmarks/) that import only the package (and, in
+benchmarks/, the harnesses' shared `common`).
 
 Imports under `if TYPE_CHECKING:` are for annotations only (they never run) and do not count.
 """
@@ -119,7 +120,8 @@ def test_decoding_never_reaches_the_corpus_readers():
     """Loading a checkpoint and searching need the tokenizer, never the code that reads corpora."""
     graph = package_graph()
     for name in (n for n in graph if n.startswith(("seq2seq.decoding.", "seq2seq.model."))):
-        assert "seq2seq.data.corpus" not in reaches(graph, name), name
+        readers = {"seq2seq.data.corpus", "seq2seq.data.local_files", "seq2seq.data.hub"}
+        assert not readers & reaches(graph, name), name
 
 
 def test_the_model_is_below_training_and_decoding():
@@ -134,6 +136,16 @@ def test_hydra_stays_in_the_entry_points():
 
 
 def test_scripts_import_the_package_never_each_other():
-    scripts = {p.stem for p in (REPO / "scripts").glob("*.py")}
-    for path in (REPO / "scripts").glob("*.py"):
-        assert not {n.split(".")[0] for n in imports(path)} & (scripts - {path.stem}), path.name
+    """scripts/ and benchmarks/ import the package, never one another; the harnesses of benchmarks/ also import
+    `common`, the helpers they share, found beside them (Python puts a script's own folder first on sys.path, so
+    no script edits sys.path)."""
+    paths = sorted((REPO / "scripts").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py"))
+    scripts = {p.stem for p in paths}
+    assert {"config_reference", "benchmark", "joeynmt_peer", "common"} <= scripts and len(scripts) == len(paths)
+    for path in paths:
+        shared = {"common"} if path.parent.name == "benchmarks" else set()
+        name = path.relative_to(REPO).as_posix()
+        assert not {n.split(".")[0] for n in imports(path)} & (scripts - {path.stem} - shared), name
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        edits = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and ast.unparse(n) == "sys.path"]
+        assert not edits, f"{name} touches sys.path"

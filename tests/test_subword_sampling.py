@@ -17,31 +17,27 @@ import torch
 from seq2seq.config import Config, ConfigError, TokenizerConfig
 from seq2seq.data.batches import epoch_batches
 from seq2seq.data.corpus import CHUNK_PAIRS, PairChunk, PairSource, length_filter
-from seq2seq.data.encoded import ARRAYS, cache_key, sampled_training_set
+from seq2seq.data.encoded import ARRAYS, cache_key
 from seq2seq.data.prepare import prepare_data
+from seq2seq.data.sampled import sampled_training_set
 from seq2seq.data.sampling import SubwordSampler, Uniforms
 from seq2seq.data.tokenizer import train_sentencepiece
 from seq2seq.training.trainer import Trainer
 
 from .conftest import REPO, cli, tiny_overrides
+from .tiny_models import corpus_lines, write_corpus
 
-EMBEDDED = REPO / "data" / "synth_de_en"
 BLANK = {3, 10, 11, 57}  # raw lines left empty on one side: cleaning drops them, so positions skip them
 
 
-def write_corpus(folder, pairs: int = 240):
+def write_blanked_corpus(folder, pairs: int = 240):
     """The first `pairs` embedded pairs (some made blank) as train.de/en, and 8 pairs as val and test."""
-    folder.mkdir(parents=True, exist_ok=True)
-    src = (EMBEDDED / "train.de").read_text().splitlines()[:pairs]
-    tgt = (EMBEDDED / "train.en").read_text().splitlines()[:pairs]
+    write_corpus(folder, train=0, val=8, test=8)
+    src, tgt = corpus_lines("train", pairs)
     for i in BLANK:
         (src if i % 2 else tgt)[i] = "  "
     (folder / "train.de").write_text("\n".join(src) + "\n")
     (folder / "train.en").write_text("\n".join(tgt) + "\n")
-    for split in ("val", "test"):
-        for lang in ("de", "en"):
-            lines = (EMBEDDED / f"{split}.{lang}").read_text().splitlines()[:8]
-            (folder / f"{split}.{lang}").write_text("\n".join(lines) + "\n")
     return folder
 
 
@@ -50,7 +46,7 @@ def make_config(tmp_path, model_type: str = "unigram", alpha: float = 0.0, **tra
     return Config.from_dict(
         {
             "data": {
-                "dir": str(write_corpus(tmp_path / "corpus")),
+                "dir": str(write_blanked_corpus(tmp_path / "corpus")),
                 "cache_dir": str(tmp_path / "data-cache"),
                 "max_length": 55,  # the length filter drops some pairs: positions skip them too
                 "preprocess_workers": 0,
@@ -95,8 +91,8 @@ ODD = ["x€y  ü ﬁ Ω▁ 123,45", "ḉ Ω Ω", "a\tb"]  # unknown characters,
 
 @pytest.fixture(scope="module")
 def lines() -> list[str]:
-    de = (EMBEDDED / "train.de").read_text().splitlines()[:1500]
-    return de + (EMBEDDED / "train.en").read_text().splitlines()[:1500] + ODD
+    de, en = corpus_lines("train", 1500)
+    return de + en + ODD
 
 
 @pytest.fixture(scope="module", params=["unigram", "bpe"])

@@ -20,9 +20,9 @@ renamed into place only when complete, so a build that is killed is never read, 
 building the same cache at once one rename wins and the other process uses the winner's files.
 
 Subword regularization (`tokenizer.sampling_alpha` > 0) re-encodes the kept pairs (`positions.npy`) at
-every epoch with a sampled segmentation (`seq2seq.data.sampling`): `sampled_training_set`, in memory, by the
-same worker processes. The cache still decides which pairs train (the deterministic segmentation and
-the length filter); a sampled segmentation may be longer than `data.max_length` and is not truncated.
+every epoch with a sampled segmentation, in memory, by the same worker processes (`encoded_chunks`):
+`seq2seq.data.sampled`. The cache still decides which pairs train (the deterministic segmentation and the
+length filter).
 """
 
 from __future__ import annotations
@@ -45,15 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from seq2seq.config import DataConfig, TokenizerConfig
+from seq2seq.config import DataConfig
 from seq2seq.data.corpus import CorpusError, PairChunk, PairSource, length_filter
-from seq2seq.data.sampling import SubwordSampler, Uniforms
 from seq2seq.data.tokenizer import Tokenizer, WordCache, flatten
+from seq2seq.files import current_umask
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: positions.npy
-SAMPLING_CHUNK_PAIRS = 10_000  # raw pairs per task of `sampled_training_set` (and per seed): several for Multi30k
 ARRAYS = ("src", "src_offsets", "tgt", "tgt_offsets")
 
 
@@ -86,7 +85,7 @@ class EncodedCorpus:
     @classmethod
     def from_lists(cls, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> EncodedCorpus:
         (src_flat, src_lengths), (tgt_flat, tgt_lengths) = flatten(src), flatten(tgt)
-        return cls(src_flat, _offsets([src_lengths]), tgt_flat, _offsets([tgt_lengths]))
+        return cls(src_flat, offsets([src_lengths]), tgt_flat, offsets([tgt_lengths]))
 
     def save(self, folder: Path) -> None:
         for name in ARRAYS:
@@ -103,12 +102,12 @@ class EncodedCorpus:
         return cls(*arrays, np.load(positions, mmap_mode=mode) if positions.is_file() else None)
 
 
-def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
+def offsets(lengths: list[np.ndarray]) -> np.ndarray:
     """Row lengths (in parts) -> where each row starts in the flat array, plus the end: (rows + 1,) int64."""
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-    offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
-    np.cumsum(all_lengths, out=offsets[1:])
-    return offsets
+    starts = np.zeros(len(all_lengths) + 1, dtype=np.int64)
+    np.cumsum(all_lengths, out=starts[1:])
+    return starts
 
 
 def encode_training_set(corpus: PairSource, tokenizer: Tokenizer, cfg: DataConfig) -> EncodedCorpus:
@@ -165,6 +164,7 @@ def _build(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: DataConf
     """Encode into a temporary folder beside `folder`, then rename it into place (atomic on one file system)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the cache from other users
     try:
         _encode_into(tmp, corpus, tokenizer, cfg)
         for path in tmp.iterdir():  # durable before the rename makes them visible
@@ -198,7 +198,7 @@ def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: Da
     chunks = corpus.chunks(desc="encoding the training set" if corpus.raw_pairs > 200_000 else None)
     src_file, tgt_file = _ArrayFile(folder / "src.npy"), _ArrayFile(folder / "tgt.npy")
     encoder = (ChunkEncoder, (cfg.max_length, cfg.max_length_ratio))
-    with src_file, tgt_file, _encoded_chunks(chunks, *encoder, tokenizer, workers) as results:
+    with src_file, tgt_file, encoded_chunks(chunks, *encoder, tokenizer, workers) as results:
         for result in results:
             src_file.append(result.src)
             tgt_file.append(result.tgt)
@@ -209,7 +209,7 @@ def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: Da
             for reason, count in result.dropped.items():
                 dropped[reason] += count
     for side in ("src", "tgt"):
-        np.save(folder / f"{side}_offsets.npy", _offsets(lengths[side]))
+        np.save(folder / f"{side}_offsets.npy", offsets(lengths[side]))
     np.save(folder / "positions.npy", np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64))
     pairs = sum(len(part) for part in lengths["src"])
     meta = {"version": FORMAT_VERSION, "pairs": pairs, "read": read, "dropped": dropped}
@@ -276,7 +276,7 @@ def _encode_in_worker(task: Any) -> EncodedChunk:
 
 
 @contextlib.contextmanager
-def _encoded_chunks(
+def encoded_chunks(
     tasks: Iterator[Any], encoder: Callable[..., Any], settings: tuple[Any, ...], tokenizer: Tokenizer, workers: int
 ) -> Iterator[Iterator[EncodedChunk]]:
     """The tasks (chunks) encoded in order by `encoder(tokenizer, *settings)`: one in each of `workers`
@@ -310,93 +310,6 @@ def _encoded_chunks(
         raise
     finally:
         pool.join()
-
-
-# ---------------------------------------------------------------------------------- subword regularization
-
-
-@dataclass
-class SamplingTask:
-    """Pairs to encode with a sampled segmentation, and the sampler's seeds for their two sides."""
-
-    chunk: PairChunk
-    seeds: tuple[int, int]  # (source, target)
-
-
-class SamplingEncoder:
-    """Encode chunks of pairs with sampled segmentations (`seq2seq.data.sampling`); nothing is filtered."""
-
-    def __init__(self, tokenizer: Tokenizer, model_type: str, alpha: float, nbest_size: int) -> None:
-        self.src = SubwordSampler(tokenizer.src, model_type, alpha, nbest_size)
-        self.tgt = self.src if tokenizer.joint else SubwordSampler(tokenizer.tgt, model_type, alpha, nbest_size)
-
-    def __call__(self, task: SamplingTask) -> EncodedChunk:
-        chunk, (src_seed, tgt_seed) = task.chunk, task.seeds
-        src, src_lengths = flatten(self.src.sample(chunk.src, Uniforms(np.random.default_rng(src_seed))))
-        tgt, tgt_lengths = flatten(self.tgt.sample(chunk.tgt, Uniforms(np.random.default_rng(tgt_seed))))
-        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), {}, chunk.positions)
-
-
-def sampled_training_set(
-    corpus: PairSource,
-    positions: np.ndarray,
-    tokenizer: Tokenizer,
-    cfg: TokenizerConfig,
-    seed: int,
-    epoch: int,
-    workers: int,
-) -> EncodedCorpus:
-    """The training pairs of epoch `epoch` with a sampled segmentation (subword regularization), in memory.
-
-    The pairs are those at the raw `positions` (the encoded cache's `positions`: the deterministic
-    segmentation and the length filter chose them), in order, so pair i here is pair i of the cache.
-    Every chunk of the corpus is sampled with seeds drawn from (seed, epoch, the chunk's number): the
-    arrays are a function of those alone, whatever the number of `workers` (0: encode in this process).
-    """
-    wanted = np.zeros(corpus.raw_pairs, dtype=bool)  # (raw_pairs,)
-    if len(positions) and (positions[0] < 0 or positions[-1] >= corpus.raw_pairs):
-        raise _changed_corpus_error()
-    wanted[positions] = True
-    tasks = (
-        SamplingTask(_select(chunk, wanted[chunk.positions]), _sampling_seeds(seed, epoch, number))
-        for number, chunk in enumerate(corpus.chunks(SAMPLING_CHUNK_PAIRS))
-    )
-    settings = (cfg.type, cfg.sampling_alpha, cfg.nbest_size)
-    with _encoded_chunks(tasks, SamplingEncoder, settings, tokenizer, workers) as results:
-        parts = list(results)
-    sampled = EncodedCorpus(
-        _joined([p.src for p in parts], np.int32),
-        _offsets([p.src_lengths for p in parts]),
-        _joined([p.tgt for p in parts], np.int32),
-        _offsets([p.tgt_lengths for p in parts]),
-        _joined([p.positions for p in parts], np.int64),
-    )
-    if not np.array_equal(sampled.positions, positions):
-        raise _changed_corpus_error()
-    return sampled
-
-
-def _select(chunk: PairChunk, keep: np.ndarray) -> PairChunk:
-    """The pairs of `chunk` where `keep` ((pairs,) bool) is set."""
-    rows = np.flatnonzero(keep).tolist()
-    return PairChunk([chunk.src[i] for i in rows], [chunk.tgt[i] for i in rows], chunk.positions[keep])
-
-
-def _sampling_seeds(seed: int, epoch: int, chunk: int) -> tuple[int, int]:
-    """Two seeds (source side, target side) for a chunk's draws: a function of (seed, epoch, chunk) only."""
-    digest = hashlib.sha256(f"subword sampling: seed {seed}, epoch {epoch}, chunk {chunk}".encode()).digest()
-    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:16], "little")
-
-
-def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
-
-
-def _changed_corpus_error() -> CorpusError:
-    return CorpusError(
-        "the training split no longer holds the pairs its encoded cache was built from (did a file change "
-        "during the run?); start the run again to rebuild the cache"
-    )
 
 
 class _ArrayFile:

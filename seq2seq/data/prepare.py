@@ -1,24 +1,15 @@
 """A config's data, ready to train on: `prepare_data` reads the corpus, trains (or reuses) the tokenizer,
-and encodes and length-filters the training pairs; `EpochPairs` gives each epoch's pairs (with subword
-sampling, their sampled segmentation). Batching them is `seq2seq.data.batches`."""
+and encodes and length-filters the training pairs. Each epoch's pairs come from
+`seq2seq.data.sampled.EpochPairs`, their batches from `seq2seq.data.batches`."""
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from seq2seq.config import Config, ConfigError
+from seq2seq.config import Config
 from seq2seq.data.corpus import PairSource, ParallelCorpus, fingerprint, open_splits
-from seq2seq.data.encoded import (
-    EncodedCorpus,
-    cached_training_set,
-    encode_training_set,
-    sampled_training_set,
-    worker_count,
-)
+from seq2seq.data.encoded import EncodedCorpus, cached_training_set, encode_training_set
 from seq2seq.data.tokenizer import Tokenizer, build_tokenizer, cached_tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,54 +50,3 @@ def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> Prepared
         tokenizer = build_tokenizer(train, config.tokenizer)
     encoded = encode_training_set(train, tokenizer, config.data)
     return PreparedData(tokenizer, encoded, splits["valid"].read(), splits["test"].read(), train)
-
-
-class EpochPairs:
-    """The training pairs of each epoch: the cached arrays, or with subword regularization
-    (`tokenizer.sampling_alpha` > 0) the epoch's sampled segmentation of them, a function of the seed and
-    the epoch only (so that a resumed run rebuilds it), built once per epoch."""
-
-    def __init__(self, data: PreparedData, config: Config) -> None:
-        self.data, self.config = data, config
-        self.sampling = config.tokenizer.sampling_alpha > 0
-        if self.sampling and (data.train_source is None or data.train.positions is None):
-            raise ConfigError("tokenizer.sampling_alpha > 0 needs the training text and the kept pairs' positions")
-        self.cached_lengths = data.train.src_lengths, data.train.tgt_lengths
-        self.sampled: tuple[int, EncodedCorpus] | None = None  # (epoch, its pairs) with sampling on
-
-    def pairs(self, epoch: int) -> EncodedCorpus:
-        if not self.sampling:
-            return self.data.train
-        if self.sampled is None or self.sampled[0] != epoch:
-            self.sampled = None  # free the previous epoch's arrays first
-            self.sampled = (epoch, self.sample(epoch))
-        return self.sampled[1]
-
-    def lengths(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(source, target) token counts of the epoch's pairs: (pairs,) each."""
-        if not self.sampling:
-            return self.cached_lengths
-        train = self.pairs(epoch)
-        return train.src_lengths, train.tgt_lengths
-
-    def sample(self, epoch: int) -> EncodedCorpus:
-        """Re-encode the training pairs with a sampled segmentation and log it."""
-        started, tok, cached = time.perf_counter(), self.config.tokenizer, self.data.train
-        assert self.data.train_source is not None and cached.positions is not None
-        train = sampled_training_set(
-            self.data.train_source,
-            cached.positions,
-            self.data.tokenizer,
-            tok,
-            self.config.train.seed,
-            epoch,
-            worker_count(self.config.data),
-        )
-        tokens = len(train.src), len(train.tgt)
-        growth = [100 * (n / max(len(ids), 1) - 1) for n, ids in zip(tokens, (cached.src, cached.tgt))]
-        log.info(
-            "train: epoch %d: sampled segmentation (tokenizer.sampling_alpha=%g), %d source / %d target tokens "
-            "(%+.1f%% / %+.1f%% over the deterministic one) in %.1fs",
-            *(epoch, tok.sampling_alpha, *tokens, *growth, time.perf_counter() - started),
-        )
-        return train

@@ -55,7 +55,7 @@ class Seq2Seq(nn.Module):
         return self.decoder.embedding.num_embeddings
 
     def output_rows(self, shared: Tensor, own: Tensor, valid: Tensor) -> OutputRows:
-        """The output layer cut to a batch's shortlist candidates (`shortlist.Candidates`: shared (N,), own and
+        """The output layer cut to a batch's shortlist candidates (`lexicon.Candidates`: shared (N,), own and
         valid (sentences, C)), for `decode_step(..., output=)`."""
         return output_rows(self.decoder.output, shared, own, valid)
 

@@ -2,8 +2,8 @@
 
 `train(config, run_dir)` is the whole run, usable without Hydra: data -> tokenizer -> model -> steps
 with periodic validation -> test scoring of the best checkpoint -> `results.json`. The `Trainer` does
-the mechanism and hands each concern to its own piece: the update (`optim.TrainStep`), scoring
-(`validation`), logging (`reporting.Reporter`), checkpoints (`saving.CheckpointSaver`) and when to
+the mechanism and hands each concern to its own piece: the update (`step.TrainStep`), scoring
+(`validation`), logging (`tensorboard.Reporter`), checkpoints (`checkpoints.CheckpointSaver`) and when to
 stop (`stopping`).
 """
 
@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from seq2seq.config import Config, ConfigError
 from seq2seq.data.batches import epoch_batches, make_batch
 from seq2seq.data.corpus import ParallelCorpus
-from seq2seq.data.prepare import EpochPairs, PreparedData
+from seq2seq.data.sampled import EpochPairs
 from seq2seq.device import training_device
 from seq2seq.model.seq2seq import Seq2Seq, build_model, count_parameters
 from seq2seq.training.checkpoints import CheckpointSaver, restore_rng_states, rng_states
@@ -43,6 +43,9 @@ from seq2seq.training.stopping import (
 )
 from seq2seq.training.tensorboard import Reporter, Throughput
 from seq2seq.training.validation import validate
+
+if TYPE_CHECKING:  # for annotations only: no import at run time
+    from seq2seq.data.prepare import PreparedData
 
 log = logging.getLogger(__name__)
 
