@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,24 +15,69 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+BENCHMARKS = REPO / "benchmarks"
+SCRIPT_FOLDERS = (REPO / "scripts", BENCHMARKS, REPO / "data" / "synth_de_en")  # none of them a package
 
 
 def load_script(name: str) -> ModuleType:
-    """scripts/NAME.py as a module (scripts/ is not a package, and is not put on sys.path)."""
+    """NAME.py of scripts/, benchmarks/ or data/synth_de_en/ (make_corpus) as a module, registered in sys.modules
+    (dataclasses look their module up there). A harness of benchmarks/ imports `common` beside it, as Python finds
+    it when the harness runs as a script (its own folder first on sys.path): benchmarks/ goes on sys.path for it."""
     module_name = f"seq2seq_scripts_{name}"
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO / "scripts" / f"{name}.py")
+        (path,) = [folder / f"{name}.py" for folder in SCRIPT_FOLDERS if (folder / f"{name}.py").is_file()]
+        if path.parent == BENCHMARKS and str(BENCHMARKS) not in sys.path:
+            sys.path.append(str(BENCHMARKS))
+        spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     return sys.modules[module_name]
 
 
+# ----------------------------------------------------------------------------- the harnesses' tests (marker bench)
+
+
+BENCH_LEFT_OUT = pytest.StashKey[int]()  # how many tests of the harnesses a run left out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--bench", action="store_true", help="also run the tests marked bench (benchmarks/ harnesses)")
+
+
+def wants_bench(config: pytest.Config) -> bool:
+    """--bench, or an -m expression that names the marker (`-m bench`, `-m "bench and not slow"`)."""
+    return config.getoption("--bench") or bool(re.search(r"\bbench\b", config.getoption("markexpr") or ""))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the tests of the benchmark harnesses (marked bench) out of a run that does not ask for them.
+
+    A hook, not `-m "not bench"` in addopts: a second -m on the command line (`-m "not slow"`) would replace it.
+    """
+    if wants_bench(config):
+        return
+    bench = [item for item in items if item.get_closest_marker("bench")]
+    if bench:
+        items[:] = [item for item in items if not item.get_closest_marker("bench")]
+        config.hook.pytest_deselected(items=bench)
+        config.stash[BENCH_LEFT_OUT] = len(bench)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    left_out = config.stash.get(BENCH_LEFT_OUT, 0)
+    if left_out:
+        tests = "test" if left_out == 1 else "tests"
+        terminalreporter.write_line(f"{left_out} {tests} of benchmarks/ (marker bench) left out: --bench runs them")
+
+
 def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[str]:
     """Hydra overrides for a seconds-long run."""
+    from .tiny_models import CORPUS  # here, not at the top: tiny_models imports this module
+
     return [
         # the embedded corpus, whatever data an experiment picks (multi30k_gru picks Multi30k)
-        f"data.dir={REPO / 'data' / 'synth_de_en'}",
+        f"data.dir={CORPUS}",
         "data.source=local",
         "data.train_prefix=train",
         "data.valid_prefix=val",
@@ -51,6 +97,17 @@ def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[st
         "train.device=cpu",
         "train.precision=fp32",  # a recipe may ask for bf16: emulated on CPUs without it, and slow
     ]
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Every test starts with the process's PyTorch thread count: a command run in-process (serve sets one
+    thread per decoder) must not change the sums, and so the last digits, of the tests after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

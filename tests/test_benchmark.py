@@ -1,8 +1,8 @@
-"""The benchmark harness runs end to end (tiny sizes; the numbers themselves are not checked here)."""
+"""benchmarks/benchmark.py and joeynmt_peer.py: the harness runs end to end (tiny sizes; the numbers themselves
+are not checked here), its FLOP counts and report, and the Joey NMT peer's pure parts."""
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -19,16 +19,29 @@ from seq2seq.data.prepare import prepare_data
 from seq2seq.training.run import train
 from seq2seq.training.step import TrainStep
 
-from .conftest import REPO, load_script, tiny_overrides
+from .conftest import BENCHMARKS, load_script, tiny_overrides
 from .tiny_models import CORPUS, TINY_BENCHMARK, corpus_lines, tiny_model, tiny_tokenizer
 
-SCRIPTS = REPO / "scripts"
-
+pytestmark = pytest.mark.bench
 
 benchmark = load_script("benchmark")
 joeynmt_peer = load_script("joeynmt_peer")
 
 TINY = TINY_BENCHMARK
+
+
+HARNESSES = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "common")
+
+
+@pytest.mark.parametrize("name", HARNESSES)
+def test_every_harness_runs_as_a_script_from_any_folder(name, tmp_path):
+    """`python benchmarks/NAME.py` finds `common` beside it (its own folder comes first on sys.path), wherever it
+    runs from."""
+    proc = subprocess.run(
+        [sys.executable, BENCHMARKS / f"{name}.py", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: ")
 
 
 @pytest.mark.slow
@@ -39,9 +52,9 @@ def test_harness_reports_training_and_decoding(tmp_path, spm_cache):
     proc = subprocess.run(
         [
             sys.executable,
-            REPO / "scripts" / "benchmark.py",
+            BENCHMARKS / "benchmark.py",
             "--data-dir",
-            REPO / "data" / "synth_de_en",
+            CORPUS,
             "--experiment",
             "gru",
             "--checkpoint",
@@ -270,7 +283,7 @@ def test_joey_inputs_and_config(tmp_path, spm_cache):
     config = compose(
         "multi30k_gru",
         [
-            f"data.dir={REPO / 'data' / 'synth_de_en'}",
+            f"data.dir={CORPUS}",
             "data.src_lang=de",
             "data.tgt_lang=en",
             *TINY[2:5],
@@ -299,29 +312,6 @@ def test_joey_inputs_and_config(tmp_path, spm_cache):
     assert len(lengths) / len(token_batches(lengths, lengths, budget - 1)) < 32
 
 
-# --- the scripts stand alone: each imports seq2seq, never another script ------------------------------
-
-
-def imported_modules(path: Path) -> set[str]:
-    """The top-level names of every absolute import in a Python file."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_no_script_imports_another():
-    scripts = {path.stem: path for path in SCRIPTS.glob("*.py")}
-    assert {"benchmark", "joeynmt_peer", "insight_figures"} <= set(scripts)
-    for name, path in scripts.items():
-        assert not imported_modules(path) & set(scripts), f"scripts/{name}.py imports another script"
-    for name in ("benchmark", "joeynmt_peer", "insight_figures"):  # the package is installed: no path edits
-        assert "sys.path" not in scripts[name].read_text(encoding="utf-8"), name
-
-
 def test_benchmark_speaks_the_peer_command_line(tmp_path):
     """What benchmark.py runs, joeynmt_peer.py parses: the experiment, the overrides, each measurement's options."""
     args = benchmark.build_parser().parse_args(
@@ -337,7 +327,7 @@ def test_benchmark_speaks_the_peer_command_line(tmp_path):
         benchmark.peer_train_command(args, tmp_path),
         benchmark.peer_decode_command(args, tmp_path),
     ):
-        assert command[:2] == [sys.executable, str(SCRIPTS / "joeynmt_peer.py")]
+        assert command[:2] == [sys.executable, str(BENCHMARKS / "joeynmt_peer.py")]
         parsed = joeynmt_peer.parse_args(command[2:])
         assert (parsed.work, parsed.data_dir, parsed.experiment, parsed.src, parsed.tgt, parsed.venv) == (
             *(str(tmp_path), "DATA", "gru", "en", "de", "VENV"),
@@ -398,7 +388,7 @@ def test_harness_with_a_peer(tmp_path, spm_cache):
     overrides += [f"tokenizer.cache_dir={spm_cache}", f"data.cache_dir={spm_cache}", "data.test_prefix=test"]
     proc = subprocess.run(
         [
-            *(sys.executable, SCRIPTS / "benchmark.py", "--data-dir", REPO / "data" / "synth_de_en"),
+            *(sys.executable, BENCHMARKS / "benchmark.py", "--data-dir", CORPUS),
             *("--experiment", "gru", "--warmup-steps", "1", "--windows", "2", "--window-steps", "2", "--out", out),
             *("--peer", "joeynmt", "--peer-venv", venv, "--peer-checkpoint", model_dir, "--peer-batch-size", "8"),
             *("--repeats", "1", *overrides),
@@ -414,7 +404,7 @@ def test_harness_with_a_peer(tmp_path, spm_cache):
     assert peer["training"]["tokens_per_sec_windows"] == [504, 506] and peer["training"]["parameters"] == 1234
     assert peer["decoding"]["sentences"] == 500 and peer["decoding"]["greedy"]["sentences_per_sec"] == 250.0
     assert peer["decoding"]["beam5"]["words_per_sentence"] == 4.0
-    data = prepare_data(compose("gru", [f"data.dir={REPO / 'data' / 'synth_de_en'}", *overrides]))
+    data = prepare_data(compose("gru", [f"data.dir={CORPUS}", *overrides]))
     lengths = data.train.src_lengths, data.train.tgt_lengths
     assert report["training"]["batch_tokens"] == benchmark.budget_for_sentences(*lengths, 8)
     assert report["training"]["tokens_per_sec"] > 0

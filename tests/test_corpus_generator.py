@@ -1,8 +1,7 @@
-"""Tests for scripts/make_corpus.py and the committed corpus in data/synth_de_en."""
+"""Tests for data/synth_de_en/make_corpus.py and the corpus beside it, which it generated."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -10,27 +9,19 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "make_corpus.py"
-DATA = ROOT / "data" / "synth_de_en"
+from .conftest import REPO, load_script
+from .tiny_models import CORPUS
+
+SCRIPT = CORPUS / "make_corpus.py"
 SIZES = {"train": 20000, "val": 500, "test": 500}
 FILES = [f"{split}.{lang}" for split in SIZES for lang in ("de", "en")]
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_corpus", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-mc = _load_generator()
+mc = load_script("make_corpus")
 
 
 def _read_lines(name: str) -> list[str]:
-    return (DATA / name).read_text(encoding="utf-8").split("\n")[:-1]
+    return (CORPUS / name).read_text(encoding="utf-8").split("\n")[:-1]
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +43,15 @@ def _adj(de: str):
 
 
 def test_generator_reproduces_committed_files(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True, capture_output=True, cwd=REPO)
     for name in FILES:
-        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (CORPUS / name).read_bytes(), name
 
 
 def test_line_counts_and_format() -> None:
     for split, size in SIZES.items():
-        de_bytes = (DATA / f"{split}.de").read_bytes()
-        en_bytes = (DATA / f"{split}.en").read_bytes()
+        de_bytes = (CORPUS / f"{split}.de").read_bytes()
+        en_bytes = (CORPUS / f"{split}.en").read_bytes()
         assert de_bytes.endswith(b"\n") and en_bytes.endswith(b"\n")
         de, en = _read_lines(f"{split}.de"), _read_lines(f"{split}.en")
         assert len(de) == len(en) == size

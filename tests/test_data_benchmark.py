@@ -1,38 +1,25 @@
-"""scripts/data_benchmark.py: the synthetic corpus, the log parser, and (slow) one tiny end-to-end run."""
+"""benchmarks/data_benchmark.py: the synthetic corpus, the log parser, and (slow) one tiny end-to-end run."""
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from seq2seq.config import DataConfig
 from seq2seq.data.corpus import load_corpus
 
-from .conftest import REPO
+from .conftest import BENCHMARKS, REPO, load_script
 
-SCRIPT = REPO / "scripts" / "data_benchmark.py"
+pytestmark = pytest.mark.bench
 
-
-def load_script() -> ModuleType:
-    """scripts/data_benchmark.py as a module (scripts/ is not a package, and is not put on sys.path)."""
-    name = "seq2seq_scripts_data_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bench = load_script()
+SCRIPT = BENCHMARKS / "data_benchmark.py"
+bench = load_script("data_benchmark")
 
 SOURCE = 12  # sentences in the fake Multi30k
 WORDS = {"de": 5, "en": 6}  # words per fake sentence

@@ -1,4 +1,4 @@
-"""scripts/decode_benchmark.py: decoding variants run interleaved, summarized against their search's reference."""
+"""benchmarks/decode_benchmark.py: decoding variants run interleaved, summarized against their search's reference."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 
 from seq2seq import shortlist
 
-from .conftest import REPO, load_script
-from .tiny_models import corpus_lines, tiny_checkpoint, tiny_tokenizer
+from .conftest import BENCHMARKS, REPO, load_script
+from .tiny_models import tiny_checkpoint, tiny_tokenizer, write_corpus
+
+pytestmark = pytest.mark.bench
 
 
 def test_the_summary_takes_medians_and_compares_with_the_baseline_of_the_same_search():
@@ -39,14 +41,12 @@ def test_a_baseline_that_is_no_checkout_is_refused(tmp_path, capsys):
 @pytest.mark.slow
 def test_variants_and_the_baseline_decode_a_checkpoint_with_a_shortlist(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "a.pt", tiny_tokenizer(), seed=0)
-    for split, count in (("train", 300), ("val", 20)):
-        for side, lines in zip(("de", "en"), corpus_lines(split, count)):
-            (tmp_path / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_corpus(tmp_path, train=300, val=20, test=0)
     shortlist_args = [str(checkpoint), "--src", str(tmp_path / "train.de"), "--tgt", str(tmp_path / "train.en")]
     assert shortlist.main(shortlist_args) == 0
     out = tmp_path / "decode.json"
     command = [
-        *(sys.executable, REPO / "scripts" / "decode_benchmark.py", checkpoint, "--repeats", "2", "--out", out),
+        *(sys.executable, BENCHMARKS / "decode_benchmark.py", checkpoint, "--repeats", "2", "--out", out),
         *("--src", tmp_path / "val.de", "--ref", tmp_path / "val.en", "--baseline", REPO),
         *("--variant", "greedy-fp32=--beam-size 1 --max-len-b 4"),
         *("--variant", "greedy-shortlist=--beam-size 1 --max-len-b 4 --shortlist"),

@@ -1,4 +1,4 @@
-"""scripts/paired_benchmark.py: two workers take turns on the same batches, and the report pairs their steps."""
+"""benchmarks/paired_benchmark.py: two workers take turns on the same batches, and the report pairs their steps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from .conftest import REPO, load_script
-from .tiny_models import TINY_BENCHMARK
+from .conftest import BENCHMARKS, REPO, load_script
+from .tiny_models import CORPUS, TINY_BENCHMARK
+
+pytestmark = pytest.mark.bench
 
 TINY = [*TINY_BENCHMARK, "data.test_prefix=test", "train.threads=1"]
 
@@ -19,7 +21,7 @@ def test_paired_steps_of_two_configs(tmp_path, spm_cache):
     """One checkout, two configs (no input feeding against input feeding): same batches, every step paired."""
     out = tmp_path / "paired.json"
     command = [
-        *(sys.executable, REPO / "scripts" / "paired_benchmark.py", "--data-dir", REPO / "data" / "synth_de_en"),
+        *(sys.executable, BENCHMARKS / "paired_benchmark.py", "--data-dir", CORPUS),
         *("--experiment", "gru", "--steps", "3", "--warmup-steps", "1", "--out", out),
         *("--baseline-override", "model.input_feeding=true"),
         *TINY,

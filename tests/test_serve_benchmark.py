@@ -1,9 +1,8 @@
-"""scripts/serve_benchmark.py: its arithmetic and table, and (slow) a tiny end-to-end run against the CLI."""
+"""benchmarks/serve_benchmark.py: its arithmetic and table, and (slow) a tiny end-to-end run against the CLI."""
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,12 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import BENCHMARKS, REPO, load_script
 from .test_serve import LINES, tiny_run
 
-_spec = importlib.util.spec_from_file_location(
-    "seq2seq_scripts_serve_benchmark", REPO / "scripts" / "serve_benchmark.py"
-)
-assert _spec is not None and _spec.loader is not None
-serve_benchmark = importlib.util.module_from_spec(_spec)  # scripts/ is not a package
-_spec.loader.exec_module(serve_benchmark)
+pytestmark = pytest.mark.bench
+
+serve_benchmark = load_script("serve_benchmark")
 
 
 def test_percentiles_interpolate_between_ranks():
@@ -54,7 +50,7 @@ def test_a_tiny_benchmark_finds_no_wrong_or_missing_response(tmp_path):
     (tmp_path / "src.de").write_text("\n".join(line for line in LINES if line.strip()) + "\n", encoding="utf-8")
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, str(REPO / "scripts" / "serve_benchmark.py"), "--checkpoint", str(run)]
+    command = [sys.executable, str(BENCHMARKS / "serve_benchmark.py"), "--checkpoint", str(run)]
     command += ["--src", str(tmp_path / "src.de"), "--sentences", "6", "--clients", "1", "3", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

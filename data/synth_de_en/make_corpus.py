@@ -34,7 +34,7 @@ validation and test sentences never occur in the training set.
 
 Usage::
 
-    python scripts/make_corpus.py --out data/synth_de_en --seed 1234
+    python data/synth_de_en/make_corpus.py --out data/synth_de_en --seed 1234
 
 The output is fully determined by the seed and the split sizes (only ``random.Random(seed)`` is used).
 """
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "data" / "synth_de_en"
+DEFAULT_OUT = Path(__file__).resolve().parent  # the corpus lives beside its generator
 DEFAULT_SEED = 1234
 MIN_WORDS = 4
 MAX_WORDS = 16

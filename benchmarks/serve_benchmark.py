@@ -1,6 +1,6 @@
 """Load benchmark of seq2seq.serve: sentences per second and latency under concurrent clients, against the CLI.
 
-    python scripts/serve_benchmark.py --checkpoint PATH/TO/best.pt --src PATH/TO/test_2016_flickr.de[.gz]
+    python benchmarks/serve_benchmark.py --checkpoint PATH/TO/best.pt --src PATH/TO/test_2016_flickr.de[.gz]
         [--sentences 1000] [--clients 1 8 32] [--beam-size 1] [--device cpu]
         [--max-batch-sentences 32] [--max-wait-ms 5] [--quantize int8] [--serve-args "--threads 1"]
         [--out serve_benchmark.json]
@@ -24,8 +24,8 @@ or missing. Traffic goes to 127.0.0.1 only, and every loop is bounded by --sente
 from __future__ import annotations
 
 import argparse
-import gzip
 import http.client
+import itertools
 import json
 import os
 import resource
@@ -40,6 +40,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from common import markdown_table, read_lines
 
 HOST = "127.0.0.1"
 
@@ -64,15 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_sentences(path: Path, count: int) -> list[str]:
     """The first `count` non-empty lines of a text file (gzip-compressed when it ends in .gz)."""
-    sentences = []
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                sentences.append(line.rstrip("\n"))
-                if len(sentences) == count:
-                    break
-    return sentences
+    return list(itertools.islice((line for line in read_lines(path) if line.strip()), count))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -225,10 +219,7 @@ def measure_round(
 def markdown(rows: list[dict]) -> str:
     columns = ["mode", "clients", "sentences", "sentences_per_sec", "p50_ms", "p99_ms", "batches"]
     columns += ["client_cpu_s", "server_cpu_s", "wrong", "missing"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join("—" if row.get(c) is None else str(row[c]) for c in columns) + " |")
-    return "\n".join(lines)
+    return markdown_table(columns, [["—" if row.get(c) is None else row[c] for c in columns] for row in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

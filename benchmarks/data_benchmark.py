@@ -1,8 +1,8 @@
 """Data at scale: preprocessing time, time to the first training step and peak memory, by corpus size.
 
-    python scripts/data_benchmark.py --source-dir PATH/TO/multi30k --pairs 100000 1000000
+    python benchmarks/data_benchmark.py --source-dir PATH/TO/multi30k --pairs 100000 1000000
         [--work DIR] [--out data_benchmark.json] [--steps 20] [--torchrun 0|2]
-        [--experiment multi30k_gru_cpu] [--seed 1] [--wait-idle MINUTES]
+        [--experiment multi30k_gru_cpu] [--seed 1] [--baseline-pairs 200000]
         [--max-rss-gb 12] [--timeout-minutes 60] [KEY=VALUE ...]   # extra training overrides
 
 For each N of --pairs (100000, 1M, 4.5M; `100k`, `1M`, `4.5M` are accepted too):
@@ -40,20 +40,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import gzip
 import json
 import os
 import platform
 import random
 import re
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +59,14 @@ import torch
 
 import seq2seq
 
+from common import command_line, cpu_model, markdown_table, read_lines
+
 SPLIT_FILES = ("val", "test_2016_flickr")  # copied as they are (PREFIX.LANG, plain text)
 TRAIN_PREFIX = "train"
 LANGS = ("de", "en")
 SPREAD = 50  # each further sentence of a line is 1..SPREAD lines after the one before (wrapping around)
 THIRD = 1 / 3  # the share of lines with a third sentence: Multi30k sentences have 11-12 words, WMT's 25-30 a side
 GENERATOR_VERSION = 2
-BUSY_PATTERN = "seq2seq.train|pytest"
 SAMPLE_SECONDS = 0.2
 
 # Hydra's default job log format: [2026-11-30 23:42:08,271][seq2seq.train][INFO] - message
@@ -113,14 +112,6 @@ def source_file(folder: Path, name: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"{folder / name}[.gz] not found (is --source-dir a Multi30k folder?)")
-
-
-def read_lines(path: Path) -> Iterator[str]:
-    """The lines of a text file, gzip or plain, without their line breaks."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
-        for line in f:
-            yield line.rstrip("\r\n")
 
 
 def generate_corpus(source: Path, dest: Path, pairs: int, seed: int = 1) -> dict[str, Any]:
@@ -320,49 +311,6 @@ def kill_group(pid: int) -> None:
         time.sleep(5)
 
 
-def own_pids() -> set[int]:
-    """This process, its ancestors and its descendants: never counted as another job."""
-    pids = set(process_tree(os.getpid()))
-    pid = os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
-
-
-def other_jobs() -> list[str]:
-    """Command lines of running `seq2seq.train` / pytest processes that are not this benchmark's."""
-    try:
-        found = subprocess.run(["pgrep", "-f", BUSY_PATTERN], capture_output=True, text=True).stdout.split()
-    except FileNotFoundError:
-        return []
-    mine = own_pids()
-    lines = []
-    for pid in map(int, found):
-        if pid in mine:
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        lines.append(f"{pid}: {cmd[:200]}")
-    return lines
-
-
-def wait_until_idle(minutes: float) -> list[str]:
-    """Poll every 15 s, up to `minutes`, until no other training or test job runs; returns what still runs."""
-    deadline = time.monotonic() + minutes * 60
-    busy = other_jobs()
-    while busy and time.monotonic() < deadline:
-        say(f"waiting for other jobs to finish: {busy[0]}" + (f" (+{len(busy) - 1})" if len(busy) > 1 else ""))
-        time.sleep(15)
-        busy = other_jobs()
-    return busy
-
-
 # ------------------------------------------------------------------------------------------ one run
 
 
@@ -488,14 +436,12 @@ def fmt(value: Any, digits: int = 1) -> str:
 def markdown(results: list[dict[str, Any]]) -> str:
     """The summary table and the phase table."""
     torchrun = any("torchrun" in r["runs"] for r in results)
-    head = (
-        "| pairs | words per side (de / en) | corpus MB | first-run preprocessing s | first-run start to first step s "
-        "| cached start to first step s | cache MB (encoded + spm) | peak RSS MB (cold / cached)"
-        + " | encoding pairs/s: one process, whole lines (before) / now"
-        + (" | torchrun 2 ranks: start to first step s, summed peak RSS MB" if torchrun else "")
-        + " |"
-    )
-    rows = [head, "|" + " --- |" * (9 + torchrun)]
+    header = ["pairs", "words per side (de / en)", "corpus MB", "first-run preprocessing s"]
+    header += ["first-run start to first step s", "cached start to first step s", "cache MB (encoded + spm)"]
+    header += ["peak RSS MB (cold / cached)", "encoding pairs/s: one process, whole lines (before) / now"]
+    if torchrun:
+        header.append("torchrun 2 ranks: start to first step s, summed peak RSS MB")
+    rows = []
     for r in results:
         cold, cached, dist = (r["runs"].get(k, {}) for k in ("cold", "cached", "torchrun"))
         words = r["corpus"]["words_per_line"]
@@ -514,30 +460,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
             row.append(
                 f"{fmt(dist.get('phases_s', {}).get('start_to_first_step'))}, {fmt(dist.get('peak_rss_mb_sum'), 0)}"
             )
-        rows.append("| " + " | ".join(row) + " |")
+        rows.append(row)
     phases = ("startup", "before_tokenizer", "tokenizer", "encode", "valid_test", "trainer_setup", "first_step")
-    rows += [
-        "",
-        "| pairs | run | " + " | ".join(phases) + " | start to first step |",
-        "|" + " --- |" * (3 + len(phases)),
+    phase_rows = [
+        [fmt(r["pairs"]), name, *(fmt(run.get("phases_s", {}).get(k)) for k in (*phases, "start_to_first_step"))]
+        for r in results
+        for name, run in r["runs"].items()
     ]
-    for r in results:
-        for name, run in r["runs"].items():
-            p = run.get("phases_s", {})
-            rows.append(
-                f"| {fmt(r['pairs'])} | {name} | "
-                + " | ".join(fmt(p.get(k)) for k in phases)
-                + f" | {fmt(p.get('start_to_first_step'))} |"
-            )
-    return "\n".join(rows)
+    phase_header = ["pairs", "run", *phases, "start to first step"]
+    return markdown_table(header, rows) + "\n\n" + markdown_table(phase_header, phase_rows)
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
     memory = None
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
@@ -545,7 +479,7 @@ def machine() -> dict[str, Any]:
         memory = round(int(first[1]) / 2**20, 1) if first[0] == "MemTotal:" else None
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_gb": memory,
         "python": platform.python_version(),
@@ -571,8 +505,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torchrun", type=int, choices=(0, 2), default=0, help="2: also a 2-rank torchrun run")
     parser.add_argument("--experiment", default="multi30k_gru_cpu")
     parser.add_argument("--seed", type=int, default=1, help="seeds the synthetic corpus")
-    idle = "before each run, wait up to this long for other seq2seq.train / pytest jobs to end"
-    parser.add_argument("--wait-idle", type=float, default=0, metavar="MINUTES", help=idle)
     parser.add_argument("--max-rss-gb", type=float, default=None, help="kill a run whose summed RSS passes this")
     parser.add_argument("--timeout-minutes", type=float, default=60, help="kill a run that takes longer")
     baseline = "after the cold run, time the old single-process whole-line encoding on this many pairs (0: skip)"
@@ -589,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work.expanduser().resolve()
     report: dict[str, Any] = {
         "machine": machine(),
-        "command": shlex.join(["python", "scripts/data_benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line(__file__, argv),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "settings": {
             "steps": args.steps,
@@ -617,12 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(cache, ignore_errors=True)  # the cold run starts from empty caches
         plan = [("cold", 1), ("cached", 1)] + ([("torchrun", args.torchrun)] if args.torchrun else [])
         for name, nproc in plan:
-            busy = wait_until_idle(args.wait_idle) if args.wait_idle else []
             run_dir = work / "runs" / f"pairs_{pairs}-{name}"
             command = train_command(corpus_dir, cache, run_dir, args.steps, args.experiment, args.overrides)
             run = measure_run(command, run_dir, nproc, limit_mb, args.timeout_minutes * 60)
-            run["other_jobs_before"] = busy
-            run["other_jobs_after"] = other_jobs()
             entry["runs"][name] = run
             entry["cache_mb"] = folder_mb(cache / "data")
             entry["spm_mb"] = folder_mb(cache / "spm")

@@ -1,4 +1,4 @@
-"""Joey NMT 2.3.0 as a peer for scripts/benchmark.py: its venv, its inputs, its config, its logs.
+"""Joey NMT 2.3.0 as a peer for benchmarks/benchmark.py: its venv, its inputs, its config, its logs.
 
 Joey runs from its own virtual environment (not a dependency of this project), created on demand and
 reused: ``~/.cache/seq2seq/joeynmt-venv`` unless ``--venv`` (benchmark.py: ``--peer-venv``) says
@@ -14,21 +14,21 @@ own ``Generation took X[sec]`` (model loading and scoring excluded).
 
 To train a Joey model for the decoding comparison:
 
-    python scripts/joeynmt_peer.py write-config OUTDIR [--experiment multi30k_gru] [--epochs 20]
+    python benchmarks/joeynmt_peer.py write-config OUTDIR [--experiment multi30k_gru] [--epochs 20]
     ~/.cache/seq2seq/joeynmt-venv/bin/python -m joeynmt train OUTDIR/config.yaml
-    python scripts/benchmark.py --peer joeynmt --peer-checkpoint OUTDIR/model ...
+    python benchmarks/benchmark.py --peer joeynmt --peer-checkpoint OUTDIR/model ...
 
-scripts/benchmark.py drives this script through its command line, never by importing it: each
+benchmark.py drives this script through its command line, never by importing it: each
 measurement is a fresh process (so its peak resident memory is Joey's own) that prints one JSON
 object as the last line of its standard output:
 
-    python scripts/joeynmt_peer.py prepare WORK [--venv VENV] [CONFIG...]       # venv + inputs in WORK
-    python scripts/joeynmt_peer.py measure-train WORK [--batch-size 128] [--warmup-steps 5]
+    python benchmarks/joeynmt_peer.py prepare WORK [--venv VENV] [CONFIG...]       # venv + inputs in WORK
+    python benchmarks/joeynmt_peer.py measure-train WORK [--batch-size 128] [--warmup-steps 5]
         [--windows 5] [--window-steps 10] [--timeout 1800] [--venv VENV] [CONFIG...]
-    python scripts/joeynmt_peer.py measure-decode WORK --checkpoint JOEY_MODEL [--batch-size 64]
+    python benchmarks/joeynmt_peer.py measure-decode WORK --checkpoint JOEY_MODEL [--batch-size 64]
         [--timeout 1800] [--venv VENV] [CONFIG...]
 
-CONFIG is our experiment, as for scripts/benchmark.py: ``--data-dir``, ``--src``, ``--tgt``,
+CONFIG is our experiment, as for benchmark.py: ``--data-dir``, ``--src``, ``--tgt``,
 ``--experiment`` and any ``KEY=VALUE`` overrides.
 """
 
@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -55,11 +54,12 @@ from typing import Any
 import sentencepiece as spm
 import yaml
 
-from seq2seq.compose import compose
 from seq2seq.config import Config, DecodeConfig, ModelConfig
 from seq2seq.data.corpus import load_corpus
 from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.device import resolve_device
+
+from common import add_experiment_options, config_from_args, peak_rss_mb
 
 JOEY_VERSION = "2.3.0"
 DEFAULT_VENV = Path("~/.cache/seq2seq/joeynmt-venv").expanduser()
@@ -386,10 +386,6 @@ def _run_joey(python: Path, mode: str, config_path: Path, extra: list[str], time
     return output
 
 
-def children_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def measure_training(
     python: Path,
     config: Config,
@@ -433,7 +429,7 @@ def measure_training(
         "updates": updates,
         "threads": config.train.threads or "torch default",
         "wall_seconds": round(seconds, 1),
-        "peak_rss_mb": round(children_peak_rss_mb()),
+        "peak_rss_mb": round(peak_rss_mb(children=True)),
     }
 
 
@@ -510,7 +506,7 @@ def measure_decoding(
             "words_per_sentence": mean_words(run_dir / "hyps.test"),
             "bleu": parsed.get("bleu"),
         }
-    results["peak_rss_mb"] = round(children_peak_rss_mb())
+    results["peak_rss_mb"] = round(peak_rss_mb(children=True))
     return results
 
 
@@ -523,12 +519,6 @@ def mean_words(path: Path) -> float | None:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Our experiment, as scripts/benchmark.py composes it: the data folder and languages, then the overrides."""
-    data = [f"data.dir={args.data_dir}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}"]
-    return compose(args.experiment, [*data, *args.overrides])
 
 
 def write_config_command(args: argparse.Namespace) -> None:
@@ -612,10 +602,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per entry of COMMANDS, each with our experiment's options (``--data-dir`` ... KEY=VALUE)."""
     experiment = argparse.ArgumentParser(add_help=False)
-    experiment.add_argument("--data-dir", required=True, help="the corpus folder, e.g. PATH/TO/multi30k")
-    experiment.add_argument("--src", default="de")
-    experiment.add_argument("--tgt", default="en")
-    experiment.add_argument("--experiment", default="multi30k_gru")
+    add_experiment_options(experiment, "multi30k_gru")
     experiment.add_argument("--venv", default=str(DEFAULT_VENV), help="Joey's own venv (prepare makes it if missing)")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,6 +1,6 @@
 """Paired training-speed comparison: two checkouts of this project (or two configs), step for step.
 
-    python scripts/paired_benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru_cpu]
+    python benchmarks/paired_benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru_cpu]
         [--baseline PATH/TO/other/checkout] [--baseline-override KEY=VALUE ...]
         [--steps 40] [--warmup-steps 3] [--out paired.json] [KEY=VALUE ...]
 
@@ -31,47 +31,36 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-HERE = Path(__file__).resolve().parents[1]  # this checkout: the package "ours" imports
-
+from common import (
+    CHECKOUT,
+    add_experiment_options,
+    command_line,
+    experiment_argv,
+    markdown_table,
+    synchronize,
+    training_batches,
+    training_setup,
+)
 
 # ----------------------------------------------------------------------------- the worker (one side)
 
 
 def worker(args: argparse.Namespace) -> None:
     """Build the experiment's model and batches; then one training step per "step" line on standard input,
-    answered by a JSON line {tokens, seconds}; "quit" ends it. Imports the package PYTHONPATH points at."""
-    import itertools
+    answered by a JSON line {tokens, seconds}; "quit" ends it. Imports the package PYTHONPATH points at (`common`
+    imports it only when called)."""
+    from seq2seq.data.batches import make_batch
 
-    import torch
-
-    from seq2seq.compose import compose
-    from seq2seq.data.batches import epoch_batches, make_batch
-    from seq2seq.data.prepare import prepare_data
-    from seq2seq.device import resolve_device
-    from seq2seq.model.seq2seq import build_model
-    from seq2seq.training.step import TrainStep
-
-    data_overrides = [f"data.dir={args.data_dir}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}"]
-    config = compose(args.experiment, [*data_overrides, *args.overrides])
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
-    data = prepare_data(config)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size).to(device)
-    update = TrainStep(model, config.train, device)
-    lengths = data.train.src_lengths, data.train.tgt_lengths
-    epochs = itertools.count(1)
-    batches = itertools.chain.from_iterable(
-        epoch_batches(*lengths, config.train.batch_tokens, config.train.seed, epoch) for epoch in epochs
+    config, device, data, _, update = training_setup(args)
+    batches = training_batches(
+        data.train.src_lengths, data.train.tgt_lengths, config.train.batch_tokens, config.train.seed
     )
 
     def train_step(step: int) -> dict[str, float]:
         batch = make_batch(*data.train.pairs(next(batches))).to(device)
         start = time.perf_counter()
         tokens = update.step(batch, step).tokens
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return {"tokens": tokens, "seconds": time.perf_counter() - start}
 
     print(json.dumps({"ready": str(Path(sys.modules["seq2seq"].__file__).parent)}), flush=True)
@@ -91,8 +80,7 @@ class Side:
         self.name = name
         paths = [str(checkout), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-        argv = [sys.executable, __file__, "--worker", "--data-dir", args.data_dir, "--src", args.src]
-        argv += ["--tgt", args.tgt, "--experiment", args.experiment, *overrides]
+        argv = [sys.executable, __file__, "--worker", *experiment_argv(args), *overrides]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.package = self.answer()["ready"]
 
@@ -120,9 +108,9 @@ def quartiles(values: list[float]) -> list[float]:
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     """Warm-up steps, then `args.steps` paired steps in alternating order; the report's numbers."""
-    baseline = Path(args.baseline).resolve() if args.baseline else HERE
+    baseline = Path(args.baseline).resolve() if args.baseline else CHECKOUT
     sides = [
-        Side("ours", HERE, args, args.overrides),
+        Side("ours", CHECKOUT, args, args.overrides),
         Side("baseline", baseline, args, [*args.overrides, *args.baseline_overrides]),
     ]
     times: dict[str, list[float]] = {"ours": [], "baseline": []}
@@ -165,15 +153,12 @@ def markdown(report: dict[str, Any]) -> str:
         ("per-step speed-up, median (quartiles)", f"{report['speedup_median']} {report['speedup_quartiles']}"),
         ("paired steps; same batches", f"{report['steps']}; {report['same_batches']}"),
     ]
-    return "\n".join(["| measurement | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)])
+    return markdown_table(["measurement", "value"], rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True, help="the corpus folder, e.g. PATH/TO/multi30k")
-    parser.add_argument("--src", default="de")
-    parser.add_argument("--tgt", default="en")
-    parser.add_argument("--experiment", default="multi30k_gru_cpu")
+    add_experiment_options(parser, "multi30k_gru_cpu")
     parser.add_argument("--baseline", help="another checkout of this project (default: this one)")
     parser.add_argument(
         "--baseline-override", dest="baseline_overrides", action="append", default=[], help="KEY=VALUE, baseline only"
@@ -196,8 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--steps must be at least 1 and --warmup-steps at least 0")
     if args.baseline and not (Path(args.baseline) / "seq2seq" / "__init__.py").is_file():
         parser.error(f"--baseline {args.baseline}: not a checkout of this project (no seq2seq/__init__.py there)")
-    command = " ".join(["python", "scripts/paired_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command, **compare(args)}
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": command_line(__file__, argv), **compare(args)}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     if not report["same_batches"]:

@@ -1,6 +1,6 @@
 """Decoding speed and BLEU of one checkpoint under several decoding options, runs interleaved.
 
-    python scripts/decode_benchmark.py PATH/TO/averaged.pt --src PATH/TO/test_2016_flickr.de.gz \
+    python benchmarks/decode_benchmark.py PATH/TO/averaged.pt --src PATH/TO/test_2016_flickr.de.gz \
         --ref PATH/TO/test_2016_flickr.en.gz [--baseline PATH/TO/other/checkout [--baseline-checkpoint CKPT]] \
         [--repeats 3] [--variant NAME=OPTIONS ...] [--batch-size 64] [--out decode.json]
 
@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parents[1]  # this checkout
+from common import CHECKOUT, markdown_table
 
 SEARCHES = {"greedy": ["--beam-size", "1"], "beam5": ["--beam-size", "5"]}
 OPTIONS = {"fp32": [], "int8": ["--quantize", "int8"], "shortlist": ["--shortlist"]}
@@ -47,7 +47,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def evaluate_once(checkout: Path, args: argparse.Namespace, options: list[str]) -> dict:
     """One `seq2seq.evaluate --json` run of the package in `checkout`: its JSON line."""
-    checkpoint = args.baseline_checkpoint if checkout != HERE and args.baseline_checkpoint else args.checkpoint
+    checkpoint = args.baseline_checkpoint if checkout != CHECKOUT and args.baseline_checkpoint else args.checkpoint
     command = [sys.executable, "-m", "seq2seq.evaluate", checkpoint, "--src", args.src, "--ref", args.ref]
     command += ["--json", "--device", "cpu", "--batch-size", str(args.batch_size), *options]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
@@ -59,7 +59,7 @@ def evaluate_once(checkout: Path, args: argparse.Namespace, options: list[str]) 
 
 def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
     """name -> one result per repeat; every repeat runs each variant once, in a rotated order."""
-    variants = [(name, HERE, options) for name, options in (args.variant or map(parse_variant, DEFAULT_VARIANTS))]
+    variants = [(name, CHECKOUT, options) for name, options in (args.variant or map(parse_variant, DEFAULT_VARIANTS))]
     if args.baseline:
         variants += [(f"{search}-baseline", Path(args.baseline), options) for search, options in SEARCHES.items()]
     results: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
@@ -99,17 +99,21 @@ def summarize(results: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def markdown(summary: dict[str, dict]) -> str:
-    lines = [
-        "| variant | sentences/s (median) | runs | BLEU | chrF | speed-up of medians | paired speed-up | BLEU change |",
-        "| --- " * 8 + "|",
+    header = ["variant", "sentences/s (median)", "runs", "BLEU", "chrF", "speed-up of medians", "paired speed-up"]
+    rows = [
+        [
+            name,
+            f"{e['sentences_per_sec']:.1f}",
+            ", ".join(f"{s:.1f}" for s in e["runs"]),
+            f"{e['bleu']:.2f}",
+            f"{e['chrf']:.2f}",
+            e.get("speedup", ""),
+            e.get("paired_speedup", ""),
+            e.get("bleu_change", ""),
+        ]
+        for name, e in summary.items()
     ]
-    for name, e in summary.items():
-        runs = ", ".join(f"{s:.1f}" for s in e["runs"])
-        lines.append(
-            f"| {name} | {e['sentences_per_sec']:.1f} | {runs} | {e['bleu']:.2f} | {e['chrf']:.2f} | "
-            f"{e.get('speedup', '')} | {e.get('paired_speedup', '')} | {e.get('bleu_change', '')} |"
-        )
-    return "\n".join(lines)
+    return markdown_table([*header, "BLEU change"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Benchmark harness: training throughput, decoding speed and peak memory, on Multi30k by default.
 
-    python scripts/benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru]
+    python benchmarks/benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru]
         [--checkpoint CKPT] [--windows 5] [--window-steps 10] [--warmup-steps 5] [--out benchmark.json]
         [--flop-steps 3] [--flop-sentences 200] [--matmul-n N]
         [--peer joeynmt [--peer-checkpoint JOEY_MODEL_DIR_OR_CKPT] [--peer-batch-size 128]
@@ -46,7 +46,7 @@ vocabulary and architecture, alternating runs ours/theirs (--repeats defaults to
 with sentence batches of --peer-batch-size, ours then gets the token budget whose mean batch holds as
 many sentences (unless train.batch_tokens is given), and decoding (greedy, beam 5) when
 --peer-checkpoint names a trained Joey model. The report adds Joey's numbers and the ratios
-ours/theirs. Joey is driven by scripts/joeynmt_peer.py, run as a command (never imported): it
+ours/theirs. Joey is driven by joeynmt_peer.py (beside this file), run as a command (never imported): it
 installs Joey on demand into its own venv and answers each measurement with a line of JSON.
 
 The results go to a JSON file and a markdown table on standard output.
@@ -55,12 +55,8 @@ The results go to a JSON file and a markdown table on standard output.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
-import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -77,60 +73,31 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from seq2seq.checkpoint import model_from_checkpoint
-from seq2seq.compose import compose
-from seq2seq.config import Config
-from seq2seq.data.batches import epoch_batches, make_batch, token_batches
+from seq2seq.data.batches import make_batch, token_batches
 from seq2seq.data.corpus import load_split
-from seq2seq.data.prepare import prepare_data
 from seq2seq.decoding.inference import translate_sentences
-from seq2seq.device import native_cpu_bf16, resolve_device
-from seq2seq.model.seq2seq import build_model, count_parameters
-from seq2seq.training.step import TrainStep
+from seq2seq.device import native_cpu_bf16
+from seq2seq.model.seq2seq import count_parameters
 from seq2seq.training.validation import search_bleu
+
+from common import (
+    add_experiment_options,
+    command_line,
+    config_and_device,
+    experiment_argv,
+    machine,
+    markdown_table,
+    peak_rss_mb,
+    synchronize,
+    training_batches,
+    training_setup,
+)
 
 PEER_SCRIPT = Path(__file__).resolve().with_name("joeynmt_peer.py")  # run as a command, never imported
 SEARCHES = (("greedy", 1), ("beam5", 5))  # report key, beam size
 
 
 # ----------------------------------------------------------------------------- the measurements (workers)
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The run's config: the experiment, the data folder and languages, then the KEY=VALUE overrides."""
-    data = [f"data.dir={args.data_dir}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}"]
-    return compose(args.experiment, [*data, *args.overrides])
-
-
-def machine() -> str:
-    """CPU model and core count (and the GPU, when there is one)."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    text = f"{model}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def set_threads(config: Config) -> None:
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
-
-
-def training_batches(
-    src_lengths: Sequence[int], tgt_lengths: Sequence[int], batch_tokens: int, seed: int
-) -> Iterator[list[int]]:
-    """The batches (lists of pair indices) training would take, epoch after epoch, as the trainer draws them."""
-    for epoch in itertools.count(1):
-        yield from epoch_batches(src_lengths, tgt_lengths, batch_tokens, seed, epoch)
 
 
 def timed_windows(
@@ -161,18 +128,12 @@ def timed_windows(
 
 def measure_training(args: argparse.Namespace) -> dict:
     """Target tokens/s of `TrainStep` alone on the experiment's model and training data."""
-    config = config_from_args(args)
-    set_threads(config)
-    device = resolve_device(config.train.device)
-    data = prepare_data(config)
+    config, device, data, model, update = training_setup(args)
     lengths = data.train.src_lengths, data.train.tgt_lengths
     batch_tokens = config.train.batch_tokens
     if args.batch_sentences:
         batch_tokens = budget_for_sentences(*lengths, args.batch_sentences)
-    torch.manual_seed(config.train.seed)  # the trainer's initial weights
     tok = data.tokenizer
-    model = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).to(device)
-    update = TrainStep(model, config.train, device)
 
     def train_on(step: int, indices: list[int]) -> int:
         batch = make_batch(*data.train.pairs(indices))
@@ -224,9 +185,7 @@ def measure_decoding(args: argparse.Namespace) -> dict:
     Timed around tokenizing, searching and detokenizing (scoring and model loading excluded). Then, untimed, the
     FLOPs of each search over the first --flop-sentences sentences (0: all), per sentence and scaled to the split.
     """
-    config = config_from_args(args)
-    set_threads(config)
-    device = resolve_device(config.train.device)
+    config, device = config_and_device(args)
     model, tokenizer, saved, _ = model_from_checkpoint(args.checkpoint, device)
     test = load_split(config.data, "test")
     results: dict[str, Any] = {"sentences": len(test), "threads": torch.get_num_threads(), "device": str(device)}
@@ -380,11 +339,6 @@ def count_flops(run: Callable[[], Any]) -> FlopCount:
     return FlopCount(int(counter.get_total_flops()), by_op, uncounted_ops, bf16.flops)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_gflops(n: int, dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
     """GFLOP/s of a square `torch.mm` (n x n by n x n: 2 n^3 FLOPs), the best of `repeats` timings after warm-up."""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
@@ -414,9 +368,7 @@ def native_half(dtype: torch.dtype, device: torch.device) -> str | None:
 
 def measure_peak(args: argparse.Namespace) -> dict:
     """The matmul peak of the training device, with the run's thread count: fp32, and bf16/fp16 where native."""
-    config = config_from_args(args)
-    set_threads(config)
-    device = resolve_device(config.train.device)
+    _, device = config_and_device(args)
     n = args.matmul_n or (4096 if device.type == "cuda" else 2048)
     result: dict[str, Any] = {"matmul_n": n, "fp32_gflops": three_digits(matmul_gflops(n, torch.float32, device))}
     for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
@@ -475,17 +427,12 @@ def run_json(command: Sequence[str], what: str, stream_stderr: bool = False) -> 
     return json.loads(lines[-1])
 
 
-def experiment_argv(args: argparse.Namespace) -> list[str]:
-    """The options that name our experiment, understood alike by this script's workers and joeynmt_peer.py."""
-    return ["--data-dir", args.data_dir, "--src", args.src, "--tgt", args.tgt, "--experiment", args.experiment]
-
-
 def run_worker(kind: str, argv: list[str]) -> dict:
     return run_json([sys.executable, __file__, "--worker", kind, *argv], f"{kind} worker")
 
 
 def peer_command(args: argparse.Namespace, command: str, work: Path, *options: str) -> list[str]:
-    """`python scripts/joeynmt_peer.py COMMAND WORK ...` for our experiment and overrides."""
+    """`python benchmarks/joeynmt_peer.py COMMAND WORK ...` for our experiment and overrides."""
     return [
         *(sys.executable, str(PEER_SCRIPT), command, str(work)),
         *experiment_argv(args),
@@ -519,7 +466,7 @@ def peer_decode_command(args: argparse.Namespace, work: Path) -> list[str]:
 
 
 class JoeyPeer:
-    """Joey NMT through scripts/joeynmt_peer.py: one fresh process per measurement (its peak RSS its own)."""
+    """Joey NMT through joeynmt_peer.py: one fresh process per measurement (its peak RSS its own)."""
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         """Install Joey (once) and write its inputs to `work`."""
@@ -689,27 +636,29 @@ def markdown(report: dict) -> str:
     peer = report.get("peer")
     if peer:
         return markdown_with_peer(report)
-    rows = ["| measurement | value |", "| --- | --- |"]
     t = report["training"]
-    rows += [
-        f"| training target tokens/s (median of {len(t['tokens_per_sec_windows'])} windows) | {t['tokens_per_sec']} |",
-        f"| training windows (tokens/s) | {', '.join(map(str, t['tokens_per_sec_windows']))} |",
-        f"| batch budget / mean sentences per batch | {t['batch_tokens']} tokens / {t['sentences_per_batch']} |",
-        f"| threads / device / precision (products) | {t['threads']} / {t['device']} / {t.get('precision', 'fp32')}"
-        f" ({t.get('matmul_precision', 'fp32')}) |",
-        f"| parameters | {t['parameters']:,} |",
-        f"| training peak RSS | {t['peak_rss_mb']} MB |",
+    rows = [
+        (f"training target tokens/s (median of {len(t['tokens_per_sec_windows'])} windows)", t["tokens_per_sec"]),
+        ("training windows (tokens/s)", ", ".join(map(str, t["tokens_per_sec_windows"]))),
+        ("batch budget / mean sentences per batch", f"{t['batch_tokens']} tokens / {t['sentences_per_batch']}"),
+        (
+            "threads / device / precision (products)",
+            f"{t['threads']} / {t['device']} / {t.get('precision', 'fp32')} ({t.get('matmul_precision', 'fp32')})",
+        ),
+        ("parameters", f"{t['parameters']:,}"),
+        ("training peak RSS", f"{t['peak_rss_mb']} MB"),
     ]
     d = report.get("decoding")
     if d:
         for name in ("greedy", "beam5"):
             rows.append(
-                f"| decoding {name}: sentences/s ({d['sentences']} sentences) | {d[name]['sentences_per_sec']} "
-                f"(BLEU {d[name]['bleu']}) |"
+                (
+                    f"decoding {name}: sentences/s ({d['sentences']} sentences)",
+                    f"{d[name]['sentences_per_sec']} (BLEU {d[name]['bleu']})",
+                )
             )
-        rows.append(f"| decoding peak RSS | {d['peak_rss_mb']} MB |")
-    rows += [f"| {what} | {value} |" for what, value in efficiency_rows(report)]
-    return "\n".join(rows)
+        rows.append(("decoding peak RSS", f"{d['peak_rss_mb']} MB"))
+    return markdown_table(["measurement", "value"], [*rows, *efficiency_rows(report)])
 
 
 def markdown_with_peer(report: dict) -> str:
@@ -720,17 +669,24 @@ def markdown_with_peer(report: dict) -> str:
     def fmt(x: object) -> str:
         return "—" if x is None else f"{x:,}" if isinstance(x, int) else str(x)
 
-    rows = [f"| measurement | ours | {name} | ours/theirs |", "| --- | --- | --- | --- |"]
-    rows += [
-        f"| training target tokens/s (median of {len(t['tokens_per_sec_windows'])} / "
-        f"{len(pt['tokens_per_sec_windows'])} windows) | {t['tokens_per_sec']} | {pt['tokens_per_sec']} | "
-        f"{fmt(ratios['training_tokens_per_sec'])} |",
-        f"| training tokens/s per run | {', '.join(map(str, t['tokens_per_sec_runs']))} | "
-        f"{', '.join(map(str, pt['tokens_per_sec_runs']))} | |",
-        f"| batches | {t['batch_tokens']} tokens, mean {t['sentences_per_batch']} sentences | "
-        f"{pt['sentences_per_batch']} sentences | |",
-        f"| parameters | {fmt(t['parameters'])} | {fmt(pt.get('parameters'))} | |",
-        f"| training peak RSS | {t['peak_rss_mb']} MB | {pt['peak_rss_mb']} MB | |",
+    windows = f"{len(t['tokens_per_sec_windows'])} / {len(pt['tokens_per_sec_windows'])}"
+    rows = [
+        (
+            f"training target tokens/s (median of {windows} windows)",
+            *(t["tokens_per_sec"], pt["tokens_per_sec"], fmt(ratios["training_tokens_per_sec"])),
+        ),
+        (
+            "training tokens/s per run",
+            *(", ".join(map(str, t["tokens_per_sec_runs"])), ", ".join(map(str, pt["tokens_per_sec_runs"])), ""),
+        ),
+        (
+            "batches",
+            f"{t['batch_tokens']} tokens, mean {t['sentences_per_batch']} sentences",
+            f"{pt['sentences_per_batch']} sentences",
+            "",
+        ),
+        ("parameters", fmt(t["parameters"]), fmt(pt.get("parameters")), ""),
+        ("training peak RSS", f"{t['peak_rss_mb']} MB", f"{pt['peak_rss_mb']} MB", ""),
     ]
     d, pd = report.get("decoding"), peer.get("decoding")
 
@@ -741,20 +697,15 @@ def markdown_with_peer(report: dict) -> str:
     for search in ("greedy", "beam5"):
         ours = decoded(d[search]) if d else "— (no --checkpoint)"
         theirs = decoded(pd[search]) if pd and search in pd else "— (no --peer-checkpoint)"
-        rows.append(
-            f"| decoding {search}: sentences/s | {ours} | {theirs} | {fmt(ratios.get(search + '_sentences_per_sec'))} |"
-        )
-    rows.append(f"| threads / device | {t['threads']} / {t['device']} | {pt['threads']} | |")
-    rows += [f"| {what} | {value} | — | |" for what, value in efficiency_rows(report)]  # Joey's FLOPs: not counted
-    return "\n".join(rows)
+        rows.append((f"decoding {search}: sentences/s", ours, theirs, fmt(ratios.get(search + "_sentences_per_sec"))))
+    rows.append(("threads / device", f"{t['threads']} / {t['device']}", pt["threads"], ""))
+    rows += [(what, value, "—", "") for what, value in efficiency_rows(report)]  # Joey's FLOPs: not counted
+    return markdown_table(["measurement", "ours", name, "ours/theirs"], rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True, help="the corpus folder, e.g. PATH/TO/multi30k")
-    parser.add_argument("--src", default="de")
-    parser.add_argument("--tgt", default="en")
-    parser.add_argument("--experiment", default="multi30k_gru")
+    add_experiment_options(parser, "multi30k_gru")
     parser.add_argument("--checkpoint", help="a trained checkpoint for the decoding measurements")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--windows", type=int, default=5)
@@ -796,7 +747,7 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "command": " ".join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line(__file__, argv),
         "experiment": args.experiment,
         "overrides": args.overrides,
         "repeats": repeats,
