@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO, load_script
+
 README = REPO / "README.md"
 DOCS = sorted((REPO / "docs").glob("*.md"))
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 MACHINE_PATHS = re.compile(r"\.\./shared|/work/|/tmp/")
 # [text](target) and <img src="target">; the target up to a space, a closing parenthesis or a quote
 LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|<img[^>]*\ssrc=\"([^\"]+)\"")
-
-
-def _load_config_reference():
-    """scripts/config_reference.py as a module (scripts/ is not a package)."""
-    name = "seq2seq_scripts_config_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "config_reference.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _links(text: str) -> list[str]:
@@ -42,12 +28,12 @@ def _local_target(link: str) -> str | None:
 
 
 def test_configuration_reference_is_current():
-    problem = _load_config_reference().check()
+    problem = load_script("config_reference").check()
     assert problem is None, problem
 
 
 def test_config_reference_describes_every_field_of_every_section():
-    reference = _load_config_reference()
+    reference = load_script("config_reference")
     sections = {s.name: s for s in reference.sections()}
     assert list(sections) == ["data", "tokenizer", "model", "train", "decode"]
     assert {r.key for r in sections["train"].rows} >= {"train.lr", "train.precision", "train.resume"}
@@ -60,7 +46,7 @@ def test_config_reference_describes_every_field_of_every_section():
 
 
 def test_check_reports_a_stale_file_in_one_line(tmp_path):
-    reference = _load_config_reference()
+    reference = load_script("config_reference")
     stale = tmp_path / "configuration.md"
     stale.write_text(reference.render().replace("0.004", "0.005"), encoding="utf-8")
     message = reference.check(stale)

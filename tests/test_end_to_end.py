@@ -17,9 +17,9 @@ from seq2seq.decoding.inference import best_strings, translate_sentences
 from seq2seq.metrics import bleu_and_chrf
 from seq2seq.model.seq2seq import build_model
 
-from .conftest import REPO, cli
+from .conftest import cli
+from .tiny_models import CORPUS, corpus_lines
 
-CORPUS = REPO / "data" / "synth_de_en"
 TRAIN_OVERRIDES = [  # the quick-start model and settings, stopped early (about 1.5 minutes on 2 cores)
     "+experiment=gru",
     "train.max_steps=200",
@@ -69,8 +69,7 @@ def test_short_training_actually_learns(run):
     model, tokenizer, config, _ = model_from_checkpoint(run["dir"] / "checkpoints" / "best.pt")
     torch.manual_seed(0)
     untrained = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).eval()
-    src = (CORPUS / "test.de").read_text().splitlines()[:100]
-    ref = (CORPUS / "test.en").read_text().splitlines()[:100]
+    src, ref = corpus_lines("test", 100)
     decode = replace(config.decode, beam_size=1)
     hyps = best_strings(tokenizer, translate_sentences(untrained, tokenizer, src, decode, torch.device("cpu")))
     assert bleu_and_chrf(hyps, ref).bleu < 5.0 < LEARNED_BLEU
@@ -84,7 +83,7 @@ def test_train_prints_the_translate_command(run):
 
 @pytest.mark.slow
 def test_translate_keeps_one_output_line_per_input_line(run):
-    test_src = (CORPUS / "test.de").read_text().splitlines()[:6]
+    test_src = corpus_lines("test", 6)[0]
     lines = [test_src[0], "", test_src[1], "   ", *test_src[2:], "Hund"]
     stdin = "\n".join(lines)  # the last line has no newline
     proc = cli("translate", run["best"], "--beam-size", 2, "--batch-size", 3, stdin=stdin)

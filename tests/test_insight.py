@@ -6,10 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.config import ModelConfig, TokenizerConfig
+from seq2seq.config import ModelConfig
 from seq2seq.data.batches import make_batch
-from seq2seq.data.corpus import ParallelCorpus
-from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.model.cells import cell_equations
 from seq2seq.model.encoder import Encoder
 from seq2seq.model.seq2seq import build_model
@@ -23,7 +21,8 @@ from seq2seq.training.insight import (
 )
 from seq2seq.vocab import PAD_ID
 
-from .conftest import REPO
+from .conftest import load_script
+from .tiny_models import CORPUS, corpus_lines, tiny_checkpoint, tiny_model, tiny_tokenizer
 
 VOCAB = 40
 
@@ -33,7 +32,8 @@ def ragged_ids(lengths: list[int], seed: int = 0) -> list[list[int]]:
     return [torch.randint(4, VOCAB, (n,), generator=g).tolist() for n in lengths]
 
 
-def tiny_model(cell: str, attention: str = "bahdanau", **model):
+def untrained_model(cell: str, attention: str = "bahdanau", **model):
+    """Over VOCAB ids (no tokenizer), for the random batches of `tiny_batch`."""
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, embedding_size=16, hidden_size=16, dropout=0.3, **model)
     return build_model(cfg, VOCAB, VOCAB).eval()
@@ -79,7 +79,7 @@ def test_unrolled_encoder_matches_the_fused_encoder(cell, bidirectional):
 
 
 def test_unrolled_gates_are_those_of_cell_equations():
-    model = tiny_model("lstm")
+    model = untrained_model("lstm")
     batch = tiny_batch()
     rnn = model.encoder.rnn
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_unrolled_gates_are_those_of_cell_equations():
 
 
 def test_the_memory_of_the_unrolled_encoder_gives_the_model_loss():
-    model = tiny_model("gru", encoder_layers=2)
+    model = untrained_model("gru", encoder_layers=2)
     batch = tiny_batch()
     trace = trace_batch(model, batch)
     with torch.no_grad():
@@ -104,7 +104,7 @@ def test_the_memory_of_the_unrolled_encoder_gives_the_model_loss():
 
 # --------------------------------------------------------------------------- gates
 def test_an_open_update_gate_is_seen_as_open_and_saturated_only_at_real_positions():
-    model = tiny_model("gru", decoder_layers=2)
+    model = untrained_model("gru", decoder_layers=2)
     with torch.no_grad():  # GRU gate order (r, z, n): z is the second chunk
         for name, p in [*model.encoder.rnn.named_parameters(), *model.decoder.rnn.named_parameters()]:
             if "bias_ih" in name:
@@ -124,7 +124,7 @@ def test_an_open_update_gate_is_seen_as_open_and_saturated_only_at_real_position
 
 @pytest.mark.parametrize(("scale", "low", "high"), [(50.0, 0.9, 1.0), (1e-3, 0.0, 0.01)])
 def test_tanh_saturation_follows_the_weight_scale(scale, low, high):
-    model = tiny_model("rnn")
+    model = untrained_model("rnn")
     with torch.no_grad():
         for name, p in [*model.encoder.rnn.named_parameters(), *model.decoder.rnn.named_parameters()]:
             if "weight" in name:
@@ -142,7 +142,7 @@ def test_norms_by_distance_average_each_distance_over_the_sentences_that_have_it
 
 
 def test_the_gradient_vanishes_with_distance_in_a_tanh_rnn_without_attention():
-    model = tiny_model("rnn", attention="none")
+    model = untrained_model("rnn", attention="none")
     with torch.no_grad():
         model.encoder.rnn.weight_hh_l0.mul_(0.3)
         model.encoder.rnn.weight_hh_l0_reverse.mul_(0.3)
@@ -153,7 +153,7 @@ def test_the_gradient_vanishes_with_distance_in_a_tanh_rnn_without_attention():
 
 
 def test_an_open_update_gate_carries_the_gradient_to_the_start():
-    model = tiny_model("gru", attention="none", bidirectional=False)
+    model = untrained_model("gru", attention="none", bidirectional=False)
     with torch.no_grad():
         model.encoder.rnn.bias_ih_l0[16:32] = 20.0  # z -> 1: h' = h, the identity through time
     norms = gradient_by_distance(model, tiny_batch(src_lengths=(12, 12, 12), tgt_lengths=(5, 6, 7)))
@@ -162,20 +162,15 @@ def test_an_open_update_gate_carries_the_gradient_to_the_start():
 
 # ------------------------------------------------------------------------ the probe
 @pytest.fixture(scope="module")
-def tokenizer(spm_cache):
-    corpus = REPO / "data" / "synth_de_en"
-    src = (corpus / "train.de").read_text().splitlines()[:300]
-    tgt = (corpus / "train.en").read_text().splitlines()[:300]
-    return build_tokenizer(ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=120, cache_dir=str(spm_cache)))
+def tokenizer():
+    return tiny_tokenizer(vocab_size=120, joint=True)
 
 
 def probe_and_model(tokenizer, attention: str):
-    cfg = ModelConfig(cell="lstm", attention=attention, embedding_size=16, hidden_size=16, dropout=0.3)
-    torch.manual_seed(0)
-    model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    corpus = REPO / "data" / "synth_de_en"
-    src = tokenizer.encode_src((corpus / "val.de").read_text().splitlines()[:3])
-    tgt = tokenizer.encode_tgt((corpus / "val.en").read_text().splitlines()[:3])
+    settings = {"embedding_size": 16, "hidden_size": 16, "dropout": 0.3}
+    model, _ = tiny_model(tokenizer, seed=0, cell="lstm", attention=attention, **settings)
+    src_lines, tgt_lines = corpus_lines("val", 3)
+    src, tgt = tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines)
     return InsightProbe(tokenizer, src, tgt, torch.device("cpu")), model, src
 
 
@@ -222,31 +217,17 @@ def test_no_heatmaps_without_attention(tokenizer):
 
 # ------------------------------------------------------------------- the docs script
 def test_the_figures_script_writes_one_png_set_per_checkpoint(tokenizer, tmp_path):
-    import importlib.util
     import json
 
-    from seq2seq.checkpoint import save_checkpoint
-    from seq2seq.config import Config
-
-    checkpoints = []
-    for cell, attention in (("rnn", "none"), ("gru", "bahdanau")):
-        config = Config.from_dict(
-            {"model": {"cell": cell, "attention": attention, "embedding_size": 8, "hidden_size": 8}}
-        )
-        model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-        path = tmp_path / f"{cell}.pt"
-        save_checkpoint(
-            path, {"model": model.state_dict(), "config": config.to_dict(), "tokenizer": tokenizer.to_dict()}
-        )
-        checkpoints.append(path)
-    spec = importlib.util.spec_from_file_location("insight_figures", REPO / "scripts" / "insight_figures.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    corpus = REPO / "data" / "synth_de_en"
+    checkpoints = [
+        tiny_checkpoint(tmp_path / f"{cell}.pt", tokenizer, seed=0, decode={}, cell=cell, attention=attention)
+        for cell, attention in (("rnn", "none"), ("gru", "bahdanau"))
+    ]
+    script = load_script("insight_figures")
     out = tmp_path / "figures"
-    common = ["--src-file", str(corpus / "val.de"), "--dpi", "40"]
+    common = ["--src-file", str(CORPUS / "val.de"), "--dpi", "40"]
     script.main(
-        [*map(str, checkpoints), *common, "--tgt-file", str(corpus / "val.en"), "--sentences", "2", "--out", str(out)]
+        [*map(str, checkpoints), *common, "--tgt-file", str(CORPUS / "val.en"), "--sentences", "2", "--out", str(out)]
     )
     assert sorted(p.name for p in out.glob("*.png")) == [
         "attention_gru_attention_bahdanau.png",

@@ -13,16 +13,13 @@ import torch
 from fastapi.testclient import TestClient
 
 from seq2seq import serve, shortlist
-from seq2seq.checkpoint import save_checkpoint
-from seq2seq.config import Config, TokenizerConfig
-from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
 from seq2seq.decoding.inference import translate_sentences
 from seq2seq.decoding.loading import load_for_decoding
-from seq2seq.model.seq2seq import build_model, count_parameters
+from seq2seq.model.seq2seq import count_parameters
 from seq2seq.results import CheckpointScores, RunResults, SearchScores, TrainSummary, ValidSummary
 from seq2seq.serving import app as api
 
-from .conftest import REPO
+from .tiny_models import CORPUS, tiny_checkpoint, tiny_tokenizer
 
 LINES = ["Der Hund schläft.", "", "Die Katze sieht den Mann.", "   ", "Ein Mann läuft."]
 SMALL = api.Limits(max_body_bytes=3000, max_lines=6, max_line_chars=80, max_beam_size=4, max_alpha=1.5)
@@ -31,17 +28,7 @@ SMALL = api.Limits(max_body_bytes=3000, max_lines=6, max_line_chars=80, max_beam
 def tiny_run(folder: Path, **model: Any) -> Path:
     """A run folder as training leaves it: checkpoints/best.pt, a tiny untrained model (hidden size 8) with
     SentencePiece models of 150 pieces per side, and a results.json recording its test BLEU."""
-    corpus = REPO / "data" / "synth_de_en"
-    cfg = TokenizerConfig(vocab_size=150)
-    src, tgt = (
-        corpus.joinpath(f"train.{lang}").read_text(encoding="utf-8").splitlines()[:300] for lang in ["de", "en"]
-    )
-    tokenizer = Tokenizer(train_sentencepiece(src, cfg), train_sentencepiece(tgt, cfg))
-    config = Config.from_dict({"model": {"embedding_size": 8, "hidden_size": 8, **model}, "decode": {"max_len_b": 6}})
-    torch.manual_seed(0)
-    net = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    best = folder / "checkpoints" / "best.pt"
-    save_checkpoint(best, {"model": net.state_dict(), "config": config.to_dict(), "tokenizer": tokenizer.to_dict()})
+    best = tiny_checkpoint(folder / "checkpoints" / "best.pt", tiny_tokenizer(), seed=0, **model)
     write_results(folder, best)
     return folder
 
@@ -308,8 +295,7 @@ def test_the_command_line_serves_with_a_shortlist(run_dir, tmp_path, monkeypatch
     shutil.copy(run_dir / "checkpoints" / "best.pt", checkpoint)
     assert serve.main([str(checkpoint), "--shortlist"]) == 2
     assert "python -m seq2seq.shortlist" in capsys.readouterr().err
-    corpus = REPO / "data" / "synth_de_en"
-    assert shortlist.main([str(checkpoint), "--src", str(corpus / "val.de"), "--tgt", str(corpus / "val.en")]) == 0
+    assert shortlist.main([str(checkpoint), "--src", str(CORPUS / "val.de"), "--tgt", str(CORPUS / "val.en")]) == 0
     served = {}
     monkeypatch.setattr("uvicorn.run", lambda app, **options: served.update(app=app, **options))
     assert serve.main([str(checkpoint), "--shortlist"]) == 0

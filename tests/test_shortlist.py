@@ -19,7 +19,7 @@ from seq2seq.decoding.lexicon import LexicalShortlist, build_shortlist
 from seq2seq.model.quantize import int8_supported, quantize_int8
 from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-from .tiny_models import corpus_lines, tiny_checkpoint, tiny_model, tiny_tokenizer
+from .tiny_models import corpus_lines, tiny_checkpoint, tiny_model, tiny_tokenizer, write_corpus
 
 CPU = torch.device("cpu")
 
@@ -108,28 +108,20 @@ def test_a_narrow_shortlist_only_ever_produces_each_sentence_candidates():
 def test_the_command_stores_a_shortlist_that_translate_and_evaluate_use(tmp_path, capsys, monkeypatch):
     tokenizer = tiny_tokenizer()
     checkpoint = tiny_checkpoint(tmp_path / "a.pt", tokenizer, seed=0)
-    src, tgt = corpus_lines("train", 300)
+    write_corpus(tmp_path, train=300, val=4, test=0)
     train_src, train_tgt = tmp_path / "train.de", tmp_path / "train.en"
-    train_src.write_text("\n".join(src) + "\n", encoding="utf-8")
-    train_tgt.write_text("\n".join(tgt) + "\n", encoding="utf-8")
     assert translate.main([str(checkpoint), "--shortlist"]) == 2  # none stored yet: says how to add one
     assert "python -m seq2seq.shortlist" in capsys.readouterr().err
     args = [str(checkpoint), "--src", str(train_src), "--tgt", str(train_tgt), "--per-source", "4"]
     assert shortlist.main(args) == 0
     stored = load_checkpoint(checkpoint)["shortlist"]  # weights_only=True
     assert stored["translations"].shape == (tokenizer.src_vocab_size, 4)
-    val_src, val_ref = corpus_lines("val", 4)
+    val_src = corpus_lines("val", 4)[0]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(val_src) + "\n").encode())))
     assert translate.main([str(checkpoint), "--shortlist", "--beam-size", "2", "--max-len-b", "4"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(val_src)
-    (tmp_path / "v.de").write_text("\n".join(val_src) + "\n", encoding="utf-8")
-    (tmp_path / "v.en").write_text("\n".join(val_ref) + "\n", encoding="utf-8")
-    assert (
-        evaluate.main(
-            [str(checkpoint), "--shortlist", "--src", str(tmp_path / "v.de"), "--ref", str(tmp_path / "v.en")]
-        )
-        == 0
-    )
+    args = [str(checkpoint), "--shortlist", "--src", str(tmp_path / "val.de"), "--ref", str(tmp_path / "val.en")]
+    assert evaluate.main(args) == 0
     assert "BLEU" in capsys.readouterr().out
 
 

@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq.config import Config, DataConfig, TokenizerConfig
+from seq2seq.config import Config, DataConfig
 from seq2seq.data import corpus as corpus_module
+from seq2seq.data import local_files
 from seq2seq.data.corpus import CorpusError, ParallelCorpus, SplitReader, load_split
 from seq2seq.data.encoded import encode_training_set
 from seq2seq.data.prepare import prepare_data
-from seq2seq.data.tokenizer import build_tokenizer
 
-from .conftest import REPO
-
-CORPUS = REPO / "data" / "synth_de_en"
+from .tiny_models import tiny_tokenizer, write_corpus
 
 
 def local(folder: Path, **values: object) -> DataConfig:
@@ -61,7 +59,7 @@ def test_max_train_pairs_stops_reading_within_a_chunk(tmp_path, caplog):
 
 def test_line_counts_are_compared_before_anything_is_read(tmp_path, monkeypatch):
     write_pair(tmp_path, "a\nb\nc\n", "A\nB\n")
-    monkeypatch.setattr(corpus_module, "_open_text", lambda path: pytest.fail("read before the check"))
+    monkeypatch.setattr(local_files, "_open_text", lambda path: pytest.fail("read before the check"))
     with pytest.raises(CorpusError, match=r"train\.de has 3 lines but .*train\.en has 2"):
         SplitReader(local(tmp_path), "train")
 
@@ -82,23 +80,18 @@ def test_jsonl_errors_name_the_line_in_a_later_chunk(tmp_path):
         list(reader.chunks(size=3))
 
 
-def embedded(folder: Path, lines: int = 1500) -> Path:
-    for lang in ("de", "en"):
-        text = (CORPUS / f"train.{lang}").read_text().splitlines()[:lines]
-        (folder / f"train.{lang}").parent.mkdir(parents=True, exist_ok=True)
-        (folder / f"train.{lang}").write_text("\n".join(text) + "\n")
-        for split in ("val", "test"):
-            first_20 = (CORPUS / f"{split}.{lang}").read_text().splitlines()[:20]
-            (folder / f"{split}.{lang}").write_text("\n".join(first_20))
-    return folder
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A joint model of 150 pieces on 500 embedded pairs, whatever corpus a test encodes with it."""
+    return tiny_tokenizer(vocab_size=150, joint=True, pairs=500)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_worker_processes_and_chunks_do_not_change_the_arrays(tmp_path, monkeypatch, workers):
-    folder = embedded(tmp_path / "corpus")
+    folder = write_corpus(tmp_path / "corpus", train=1500)
     reader = SplitReader(local(folder), "train")
     text = reader.read()
-    tokenizer = build_tokenizer(text, TokenizerConfig(vocab_size=200, cache_dir=str(tmp_path / "spm")))
+    tokenizer = tiny_tokenizer(vocab_size=200, joint=True, pairs=1500)  # what build_tokenizer trains on `text`
     reference = encode_training_set(text, tokenizer, DataConfig(cache_dir=None, preprocess_workers=0))
     monkeypatch.setattr(corpus_module, "CHUNK_PAIRS", 100)
     streamed = encode_training_set(
@@ -121,7 +114,7 @@ class _Chunked:
 
 
 def test_a_first_run_never_holds_the_training_text_whole(tmp_path, monkeypatch):
-    folder = embedded(tmp_path / "corpus", 800)
+    folder = write_corpus(tmp_path / "corpus", train=800)
     config = Config.from_dict(
         {
             "data": {"dir": str(folder), "cache_dir": str(tmp_path / "data")},
@@ -150,10 +143,9 @@ def _refuse_big(init):
     return guarded
 
 
-def test_a_reading_error_in_a_later_chunk_reaches_the_caller_through_the_workers(tmp_path, monkeypatch):
+def test_a_reading_error_in_a_later_chunk_reaches_the_caller_through_the_workers(tmp_path, tokenizer):
     rows = "".join(f"Satz {i}\tsentence {i}\n" for i in range(250)) + "no tab\n"
     tmp_path.joinpath("train.tsv").write_text(rows)
-    tokenizer = build_tokenizer(embedded_text(), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path / "spm")))
     reader = SplitReader(local(tmp_path, format="tsv"), "train")
     cfg = local(tmp_path, format="tsv", cache_dir=str(tmp_path / "data"), preprocess_workers=2)
     with pytest.raises(CorpusError, match=r"train\.tsv, line 251: no tab"):
@@ -161,20 +153,13 @@ def test_a_reading_error_in_a_later_chunk_reaches_the_caller_through_the_workers
     assert not [p for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")]  # nothing half-built
 
 
-def embedded_text(lines: int = 500) -> ParallelCorpus:
-    src = (CORPUS / "train.de").read_text().splitlines()[:lines]
-    tgt = (CORPUS / "train.en").read_text().splitlines()[:lines]
-    return ParallelCorpus(src, tgt)
-
-
-def test_encoding_workers_drop_the_training_process_signal_handlers(tmp_path):
+def test_encoding_workers_drop_the_training_process_signal_handlers(tokenizer):
     """Workers forked during training (subword sampling) would otherwise log "SIGTERM received" and live on."""
     import signal
 
     from seq2seq.data import encoded
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    tokenizer = build_tokenizer(embedded_text(), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path / "spm")))
     try:
         signal.signal(signal.SIGTERM, lambda *a: None)
         encoded._start_worker(encoded.ChunkEncoder, tokenizer.to_dict(), (100, 3.0))

@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from .conftest import REPO, cli, tiny_overrides
+from .conftest import cli, tiny_overrides
+from .tiny_models import write_corpus
 
 pytestmark = pytest.mark.slow  # trains in a subprocess (or under torchrun, or starts a server)
 
@@ -42,20 +43,10 @@ def get_json(port: int, path: str, **params: str):
         return json.loads(response.read())
 
 
-def small_corpus(folder):
-    """The embedded corpus cut short: 300 training pairs, 8 validation and 8 test pairs (a quick test scoring)."""
-    folder.mkdir()
-    for split, lines in (("train", 300), ("val", 8), ("test", 8)):
-        for lang in ("de", "en"):
-            text = (REPO / "data" / "synth_de_en" / f"{split}.{lang}").read_text().splitlines()[:lines]
-            (folder / f"{split}.{lang}").write_text("\n".join(text) + "\n")
-    return folder
-
-
 def test_tensorboard_serves_the_training_and_insight_tags(tmp_path, spm_cache):
     run_dir = tmp_path / "run"
     overrides = [o for o in tiny_overrides(spm_cache) if not o.startswith("data.dir=")]
-    data = small_corpus(tmp_path / "data")
+    data = write_corpus(tmp_path / "data", train=300, val=8, test=8)  # a quick test scoring
     proc = cli("train", *overrides, f"data.dir={data}", "train.insight_sentences=2", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
 

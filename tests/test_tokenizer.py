@@ -6,7 +6,7 @@ from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.data.tokenizer import Tokenizer, WordCache, build_tokenizer, write_sample
 from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-from .conftest import REPO
+from .tiny_models import corpus_lines, tiny_tokenizer
 
 DE = ["Der Hund sieht die Katze.", "Die Frau liest ein Buch.", "Ein Mann läuft schnell nach Hause."] * 30
 EN = ["The dog sees the cat.", "The woman reads a book.", "A man runs home quickly."] * 30
@@ -53,10 +53,7 @@ def test_separate_models_serialize_to_bytes(tmp_path):
 
 
 def embedded_corpus(lines: int = 4000) -> ParallelCorpus:
-    folder = REPO / "data" / "synth_de_en"
-    src = (folder / "train.de").read_text().splitlines()[:lines]
-    tgt = (folder / "train.en").read_text().splitlines()[:lines]
-    return ParallelCorpus(src, tgt)
+    return ParallelCorpus(*corpus_lines("train", lines))
 
 
 TRICKY = [
@@ -71,10 +68,9 @@ TRICKY = [
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
-def test_the_word_cache_encodes_exactly_like_sentencepiece(model_type, tmp_path):
+def test_the_word_cache_encodes_exactly_like_sentencepiece(model_type):
     text = embedded_corpus()
-    cfg = TokenizerConfig(type=model_type, vocab_size=300, cache_dir=str(tmp_path))
-    tok = build_tokenizer(text, cfg)
+    tok = tiny_tokenizer(vocab_size=300, joint=True, pairs=len(text), type=model_type)
     cache = WordCache(tok.src)
     lines = text.src + TRICKY + text.tgt + TRICKY
     parts = [cache.encode(lines[start : start + 700]) for start in range(0, len(lines), 700)]  # the cache grows
@@ -86,8 +82,8 @@ def test_the_word_cache_encodes_exactly_like_sentencepiece(model_type, tmp_path)
     assert cache.enabled and 100 < len(cache.index) < len(lines)  # words, not lines, were segmented
 
 
-def test_the_word_cache_trusts_only_words_normalization_leaves_alone(tmp_path):
-    tok = build_tokenizer(embedded_corpus(500), TokenizerConfig(vocab_size=120, cache_dir=str(tmp_path)))
+def test_the_word_cache_trusts_only_words_normalization_leaves_alone():
+    tok = tiny_tokenizer(vocab_size=120, joint=True, pairs=500)
     cache = WordCache(tok.src)
     cache.encode(["Der Hund", "ein\u00a0Hund", "Tab\tHund", "Meta▁Hund"])
     trusted = {word: cache._safe[row] for word, row in cache.index.items()}

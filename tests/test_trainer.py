@@ -12,20 +12,17 @@ from seq2seq.config import Config
 from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.data.encoded import EncodedCorpus
 from seq2seq.data.prepare import PreparedData
-from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.training import step as training_step
 from seq2seq.training import validation
 from seq2seq.training.stopping import TrainingDiverged
 from seq2seq.training.trainer import Trainer
 
-from .conftest import REPO
+from .tiny_models import corpus_lines, tiny_tokenizer
 
 
 def tiny_trainer(tmp_path, **train) -> Trainer:
     """A Trainer of a tiny model on 200 embedded pairs; the insight probe is off unless `insight=True`."""
-    corpus = REPO / "data" / "synth_de_en"
-    src = (corpus / "train.de").read_text().splitlines()[:200]
-    tgt = (corpus / "train.en").read_text().splitlines()[:200]
+    src, tgt = corpus_lines("train", 200)
     config = Config.from_dict(
         {
             "data": {"cache_dir": str(tmp_path / "data")},
@@ -42,7 +39,7 @@ def tiny_trainer(tmp_path, **train) -> Trainer:
             },
         }
     )
-    tok = build_tokenizer(ParallelCorpus(src, tgt), config.tokenizer)
+    tok = tiny_tokenizer(vocab_size=120, joint=True, pairs=200)  # what build_tokenizer trains with config.tokenizer
     held_out = ParallelCorpus(src[:4], tgt[:4])
     data = PreparedData(tok, EncodedCorpus.from_lists(tok.encode_src(src), tok.encode_tgt(tgt)), held_out, held_out)
     return Trainer(config, tmp_path / "run", data)

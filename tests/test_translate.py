@@ -5,31 +5,20 @@ from __future__ import annotations
 import io
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seq2seq.config import DecodeConfig, ModelConfig, TokenizerConfig
-from seq2seq.data.corpus import ParallelCorpus
-from seq2seq.data.tokenizer import build_tokenizer
+from seq2seq.config import DecodeConfig
 from seq2seq.files import read_lines
-from seq2seq.model.seq2seq import build_model
 from seq2seq.translate import read_chunks, translate_stream
 
-from .conftest import REPO
+from .tiny_models import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    corpus = REPO / "data" / "synth_de_en"
-    src = (corpus / "train.de").read_text().splitlines()[:300]
-    tgt = (corpus / "train.en").read_text().splitlines()[:300]
-    tok = build_tokenizer(
-        ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=150, cache_dir=str(tmp_path_factory.mktemp("spm")))
-    )
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(embedding_size=8, hidden_size=8), tok.src_vocab_size, tok.tgt_vocab_size).eval()
-    return model, tok
+def tiny():
+    tok = tiny_tokenizer(joint=True)
+    return tiny_model(tok, seed=0)[0], tok
 
 
 def run(tiny, data: bytes, **decode) -> list[str]:
