@@ -1,3 +1,4 @@
+import io
 import os
 import pickle
 import random
@@ -5,35 +6,25 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from seq2seq import score, translate
 from seq2seq.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from seq2seq.config import Config
-from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
-from seq2seq.model.seq2seq import build_model
 
 from .conftest import REPO
-
-SENTENCES = [
-    "der Hund sieht die Katze .",
-    "the dog sees the cat .",
-    "ein Mann läuft schnell .",
-    "a man runs fast .",
-] * 20
+from .tiny_models import corpus_lines, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    config = Config()
-    config.tokenizer.vocab_size = 40
-    return Tokenizer(train_sentencepiece(SENTENCES, config.tokenizer))
+    return tiny_tokenizer(joint=True)
 
 
 def payload_for(tokenizer):
-    config = Config.from_dict({"model": {"embedding_size": 8, "hidden_size": 8}})
-    model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    model, config = tiny_model(tokenizer, seed=0)
     return model, {"model": model.state_dict(), "config": config.to_dict(), "tokenizer": tokenizer.to_dict(), "step": 7}
 
 
@@ -166,3 +157,38 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path):
         child.wait()
         payload = load_checkpoint(path)
         assert torch.all(payload["model"]["w"] == payload["step"])  # one consistent save, never a mix
+
+
+# ------------------------------------------------------------------ checkpoints of older commits
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"), [(["--beam-size", "1"], "greedy.en"), (["--beam-size", "3", "--nbest", "2"], "beam3.en")]
+)
+def test_a_checkpoint_of_commit_87b8b7c_translates_as_it_did_then(options, expected, monkeypatch, capsys):
+    """Written by the flat layout's code; the same translations, line for line, from today's commands."""
+    source = "".join(line + "\n" for line in corpus_lines("test", 20)[0])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(source.encode())))
+    assert translate.main([str(FIXTURES / "checkpoint_87b8b7c.pt"), "--device", "cpu", *options]) == 0
+    assert capsys.readouterr().out == (FIXTURES / expected).read_text(encoding="utf-8")
+
+
+def test_a_checkpoint_of_commit_87b8b7c_scores_as_it_did_then(tmp_path, capsys):
+    src, tgt = corpus_lines("test", 20)
+    (tmp_path / "src.de").write_text("".join(s + "\n" for s in src), encoding="utf-8")
+    (tmp_path / "hyp.en").write_text("".join(t + "\n" for t in tgt), encoding="utf-8")
+    args = [
+        str(FIXTURES / "checkpoint_87b8b7c.pt"),
+        "--src",
+        str(tmp_path / "src.de"),
+        "--hyp",
+        str(tmp_path / "hyp.en"),
+    ]
+    assert score.main([*args, "--device", "cpu"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    expected = [line.split("\t") for line in (FIXTURES / "score.tsv").read_text(encoding="utf-8").splitlines()]
+    assert [row[2] for row in rows] == [row[2] for row in expected]  # the lengths, exactly
+    # the log-probabilities to 1e-4: another thread count sums the products in another order
+    got, want = ([float(x) for row in table for x in row[:2]] for table in (rows, expected))
+    assert got == pytest.approx(want, abs=1e-4)
