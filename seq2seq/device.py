@@ -26,18 +26,25 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     sep = " " if option.startswith("--") else "="
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"{option}{sep}cuda but no CUDA device is available; use {option}{sep}auto or {option}{sep}cpu"
-        )
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"{option}{sep}{name}: not a device; use auto, cpu, cuda or mps") from None
+    instead = f"use {option}{sep}auto or {option}{sep}cpu"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{option}{sep}{name} but no CUDA device is available; {instead}")
+    if device.type == "mps" and not mps_available():
+        raise ConfigError(f"{option}{sep}{name} but Apple's MPS is not available here; {instead}")
+    return device
+
+
+def mps_available() -> bool:
+    """Whether Apple's Metal (MPS) backend can run here (a Mac with Apple silicon or an AMD GPU)."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -5,7 +5,9 @@ python -m seq2seq.report MULTIRUN_DIR [--png PATH] [--sort job|name|val_bleu|tes
 The plot is written to --png PATH when given; without --png, only when the table is printed (not --json)
 for a folder holding more than one job, to MULTIRUN_DIR/valid_bleu_vs_time.png. So `report RUN_FOLDER`
 on a single run, and `--json`, write nothing unless --png asks. Each run keeps its colour whatever the
---sort: colours follow the jobs' folder order (matplotlib's tab10, tab20 beyond ten jobs).
+--sort: colours follow the jobs' folder order (matplotlib's tab10, tab20 beyond ten jobs). A reader that closes
+standard output early (`--json | head -c 600`) stops the printing quietly; the rest (warnings, plot, exit status)
+is as usual.
 
 A job is any folder under MULTIRUN_DIR that holds a `.hydra/` folder (Hydra writes one per job, with the
 composed `config.yaml` and the command-line `overrides.yaml`); a finished job also holds `results.json`
@@ -26,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from seq2seq.files import stdout_may_close
 from seq2seq.results import RunResults
 
 PNG_NAME = "valid_bleu_vs_time.png"
@@ -181,7 +184,7 @@ TABLE_COLUMNS = (
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table, one line per row; an unfinished job's row says so in its parameters column."""
+    """A markdown table, one line per row; an unfinished job's row says so beside its name, its numbers "—"."""
     lines = [_table_cells(row) for row in rows]
     widths = [max([len(c)] + [len(line[i]) for line in lines]) for i, c in enumerate(TABLE_COLUMNS)]
     numeric = [False, False, False] + [True] * (len(TABLE_COLUMNS) - 3)
@@ -195,9 +198,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _table_cells(row: dict[str, Any]) -> list[str]:
-    head = [row["run"].replace("|", "\\|"), str(row["cell"] or "?"), str(row["attention"] or "?")]
+    run = row["run"] if row["finished"] else f"{row['run']} ({NOT_FINISHED})"
+    head = [run.replace("|", "\\|"), str(row["cell"] or "?"), str(row["attention"] or "?")]
     if not row["finished"]:
-        return head + [NOT_FINISHED] + ["—"] * (len(TABLE_COLUMNS) - 4)
+        return head + ["—"] * (len(TABLE_COLUMNS) - 3)
     beam = _number(row["test_bleu_beam"], ".2f")
     if row["beam_size"] is not None and beam != "—":
         beam += f" (beam {row['beam_size']})"
@@ -298,10 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"seq2seq.report: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_table(rows))
+    with stdout_may_close():  # `report ... --json | head -c 600` goes on quietly
+        print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     for row in rows:
         if not row["finished"]:
             print(f"seq2seq.report: {row['dir']}: {NOT_FINISHED} (crashed or still running)", file=sys.stderr)

@@ -7,7 +7,8 @@ hypothesis line's subword tokens, then EOS. Exactly one output line per input li
 log-probability (EOS included), the average per token and the length in tokens (EOS included),
 tab-separated; with --json, one JSON object per line, with the per-token log-probabilities as well.
 An empty hypothesis scores EOS alone. Problems with the arguments (a missing file, line counts that
-differ, a checkpoint that cannot be read) are one line on standard error and exit status 2.
+differ, a checkpoint that cannot be read) are one line on standard error and exit status 2. A reader that
+closes standard output early (`| head -1`) ends it quietly, status 0.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from seq2seq.config import ConfigError
 from seq2seq.decoding.inference import score_sentences
 from seq2seq.decoding.loading import MAX_SOURCE_TOKENS, load_for_decoding
 from seq2seq.decoding.search import ForcedScore
-from seq2seq.files import read_argument
+from seq2seq.files import read_argument, stdout_may_close
 
 log = logging.getLogger("seq2seq.score")
 
@@ -81,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("scoring %d lines with %d model(s) on %s", len(src), len(args.checkpoint), device)
     scores = score_sentences(model, tokenizer, src, hyp, device, batch_size, max_src_tokens=MAX_SOURCE_TOKENS)
     sys.stdout.reconfigure(encoding="utf-8", newline="\n")  # type: ignore[union-attr]
-    for scored in scores:
-        sys.stdout.write(format_score(scored, args.json) + "\n")
+    with stdout_may_close():  # `score ... | head -1` ends quietly
+        for scored in scores:
+            sys.stdout.write(format_score(scored, args.json) + "\n")
     return 0
 
 

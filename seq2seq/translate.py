@@ -5,22 +5,24 @@
 
 CHECKPOINT is a best.pt / last.pt file written by seq2seq.train, or a run folder (outputs/DATE/TIME),
 which stands for its checkpoints/best.pt; several checkpoints decode as an ensemble (seq2seq.decoding.ensemble).
-Input is read and translated in chunks, so a large file streams. With --nbest K > 1, each input line
+Input is read and translated in chunks (--chunk-size, 1000 lines), so a large file streams; typed at a terminal,
+each line is translated as soon as it is entered (Ctrl-D ends). With --nbest K > 1, each input line
 gives one output line holding the K hypotheses separated by " ||| ". With --alignment, each hypothesis
 is followed by " ||| " and its hard alignment (`i-j` pairs, seq2seq.decoding.alignment). Logs go to standard
-error only.
+error only. A reader that closes standard output early (`| head -1`) ends translate quietly, status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Iterator
 from itertools import islice
 from typing import BinaryIO, TextIO
 
-from seq2seq.checkpoint import CheckpointError
+from seq2seq.checkpoint import CheckpointError, is_text_file
 from seq2seq.config import ConfigError, DecodeConfig
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.alignment import format_alignment, hard_alignment, word_alignment
@@ -29,12 +31,17 @@ from seq2seq.decoding.inference import hypothesis_attention, translate_sentences
 from seq2seq.decoding.lexicon import LexicalShortlist
 from seq2seq.decoding.loading import MAX_SOURCE_TOKENS, load_for_decoding
 from seq2seq.decoding.search import Hypothesis
-from seq2seq.files import strip_line_end
+from seq2seq.files import stdout_may_close, strip_line_end
 from seq2seq.options import add_decode_arguments, decode_config
 
 log = logging.getLogger("seq2seq.translate")
 
 NBEST_SEPARATOR = " ||| "
+CHUNK_SIZE = 1000  # lines read and translated at a time from a file or a pipe (1 from a terminal)
+TERMINAL_HINT = (  # on standard error before translate reads a terminal; {command}: the command line as typed
+    "seq2seq.translate: reading sentences from the terminal, one per line; Ctrl-D ends "
+    "(pipe a file: {command} < input.txt)"
+)
 
 
 def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
@@ -64,7 +71,7 @@ def translate_stream(
     decode: DecodeConfig,
     source: BinaryIO,
     target: TextIO,
-    chunk_size: int = 1000,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool = False,
     alignment: str | None = None,
     shortlist: LexicalShortlist | None = None,
@@ -124,11 +131,44 @@ def alignments(
     return result
 
 
+def stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal (someone types the sentences), not a file or a pipe."""
+    isatty = getattr(sys.stdin, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
+def input_given_as_checkpoint(checkpoints: list[str], argv: list[str]) -> str | None:
+    """The one-line error for a text file among the checkpoints after the first (`translate CK input.de`: the
+    input file where a checkpoint is expected), with the command that reads it from standard input; else None."""
+    text = next((path for path in checkpoints[1:] if is_text_file(path)), None)
+    if text is None:
+        return None
+    rest = list(argv)
+    if text in rest:
+        rest.remove(text)
+    command = shlex.join(["python", "-m", "seq2seq.translate", *rest])
+    return f"{text} is a text file, not a checkpoint; translate reads standard input: {command} < {shlex.quote(text)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seq2seq.translate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="seq2seq.translate",
+        description=__doc__.split("\n\n")[0],
+        epilog="The sentences come from standard input, one per line: python -m seq2seq.translate CHECKPOINT "
+        "< input.txt > output.txt. Typed at a terminal, each line is translated as soon as it is entered; "
+        "Ctrl-D ends.",
+    )
     add_decode_arguments(parser)
     parser.add_argument("--nbest", type=int, help="hypotheses per line, joined by ' ||| ' (needs beam size >= K)")
-    parser.add_argument("--chunk-size", type=int, default=1000, help="lines read and translated at a time")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        help=f"lines read and translated at a time (default: {CHUNK_SIZE}, so a large file streams; 1 when standard "
+        "input is a terminal, so each typed line is translated at once)",
+    )
     parser.add_argument(
         "--alignment",
         nargs="?",
@@ -137,8 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         help="append ' ||| ' and the hard alignment from attention to each hypothesis: source-output index "
         "pairs i-j of subword pieces (the default) or of words",
     )
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        print(f"seq2seq.translate: --chunk-size must be at least 1, got {args.chunk_size}", file=sys.stderr)
+        return 2
+    mistake = input_given_as_checkpoint(args.checkpoint, argv)
+    if mistake is not None:
+        print(f"seq2seq.translate: {mistake}", file=sys.stderr)
+        return 2
     try:
         model, tokenizer, config, shortlist, *_ = load_for_decoding(
             args.checkpoint, args.device, args.quantize, args.shortlist
@@ -154,20 +202,26 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    interactive = stdin_is_terminal()
+    chunk_size = args.chunk_size or (1 if interactive else CHUNK_SIZE)
     sys.stdout.reconfigure(encoding="utf-8", errors="replace", newline="\n")  # type: ignore[union-attr]
     log.info("translating with beam size %d on %s", decode.beam_size, next(model.parameters()).device)
-    count = translate_stream(
-        model,
-        tokenizer,
-        decode,
-        sys.stdin.buffer,
-        sys.stdout,
-        args.chunk_size,
-        progress=sys.stderr.isatty(),
-        alignment=args.alignment,
-        shortlist=shortlist,
-    )
-    log.info("translated %d lines", count)
+    if interactive:
+        command = shlex.join(["python", "-m", "seq2seq.translate", *argv])
+        print(TERMINAL_HINT.format(command=command), file=sys.stderr, flush=True)
+    with stdout_may_close():
+        count = translate_stream(
+            model,
+            tokenizer,
+            decode,
+            sys.stdin.buffer,
+            sys.stdout,
+            chunk_size,
+            progress=sys.stderr.isatty() and not interactive,
+            alignment=args.alignment,
+            shortlist=shortlist,
+        )
+        log.info("translated %d lines", count)
     return 0
 
 
