@@ -82,6 +82,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def is_text_file(path: str | Path) -> bool:
+    """Whether `path` is a file of text (UTF-8 without NUL bytes in its first bytes, not empty), so not a
+    checkpoint: e.g. the input that `translate CHECKPOINT input.de` passes where a checkpoint is expected."""
+    path = Path(path)
+    if not path.is_file():  # missing, a folder, a pipe: load_checkpoint says which
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return bool(head) and _file_kind(head) == "a text file"
+
+
 def _file_kind(head: bytes) -> str:
     """What the first bytes of a file that is not a `torch.save` archive look like, in a few words."""
     if head.startswith(b"\x80"):

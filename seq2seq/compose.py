@@ -10,6 +10,7 @@ against the dataclasses. The library never imports this module: entry points, sc
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def check_override_keys(overrides: Sequence[str]) -> None:
     the same refusal; this says it in one line. Config groups (`data=local`, `+experiment=gru`: no dot)
     and `hydra.*` keys are left to Hydra.
     """
+    check_config_groups(overrides)
     keys = config_keys()
     schema = None  # the dataclasses as an OmegaConf node, built once when a value needs checking
     for override in overrides:
@@ -65,6 +67,24 @@ def check_override_keys(overrides: Sequence[str]) -> None:
             continue  # sweeps (`1,2`), Hydra's functions and interpolations are left to Hydra
         schema = schema if schema is not None else OmegaConf.structured(Config)
         _check_type(schema, key, value)
+
+
+def check_config_groups(overrides: Sequence[str]) -> None:
+    """Refuse a config group choice that conf/ does not hold (`+experiment=gruu`, `data=multi30`) in one line
+    naming the closest one and those there are (Hydra's own refusal is several lines and exits 1)."""
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        group = key.lstrip("/")
+        if not sep or group not in groups or not value or value.strip().startswith(SWEEP_SYNTAX):
+            continue
+        known = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        typed = override.partition("=")[0]  # as the user wrote it: `+experiment`
+        for choice in (c.strip() for c in value.split(",")):  # a sweep over choices: `+experiment=gru,lstm`
+            if choice not in known:
+                close = difflib.get_close_matches(choice, known, n=1)
+                hint = f"did you mean {typed}={close[0]}? " if close else ""
+                raise ConfigError(f"no {group} named {choice!r} in conf/{group}/; {hint}known: {', '.join(known)}")
 
 
 SWEEP_SYNTAX = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(", "${", "[", "{")

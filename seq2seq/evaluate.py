@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    if scores.bleu < 1.0:  # most often the two files the wrong way round, or another language pair's model
+        src_lang, tgt_lang = config.data.src_lang, config.data.tgt_lang
+        print(
+            f"seq2seq.evaluate: BLEU {scores.bleu:.2f} is under 1: is --src {args.src} in {src_lang} and --ref "
+            f"{args.ref} in {tgt_lang}, the model's languages ({src_lang}->{tgt_lang})? Swapped files score near 0.",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps({**asdict(scores), "sentences": len(src)}))
     else:

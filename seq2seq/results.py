@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from seq2seq.files import write_atomic
 from seq2seq.metrics import Scores
 
 # what a validation measures: the keys of its history row and of its `valid/*` TensorBoard scalars
@@ -104,7 +105,7 @@ class RunResults:
         )
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(Path(path), (json.dumps(self.to_dict(), indent=2) + "\n").encode())  # never half a file
 
     @classmethod
     def load(cls, path: Path) -> RunResults:

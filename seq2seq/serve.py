@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,6 +130,25 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on `host`:`port` (in use, or not an address of this machine), or None.
+    Checked before the model loads, so the message comes first and alone, not after "serving on ..."."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"--host {host}: not an address ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use (another server?); pick another with --port"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def decoding_threads(args: argparse.Namespace, device: torch.device) -> int:
     """The number of decoders (`--decoders`), after setting PyTorch's CPU threads (`--threads`) to share the cores.
 
@@ -152,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    if problem := check_arguments(args):
+    if problem := check_arguments(args) or port_problem(args.host, args.port):
         print(f"seq2seq.serve: {problem}", file=sys.stderr)
         return 2
     try:

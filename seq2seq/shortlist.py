@@ -30,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="the checkpoint file to add the shortlist to")
     parser.add_argument("--src", required=True, help="the training corpus's source side, one sentence per line")
     parser.add_argument("--tgt", required=True, help="its target side, line-aligned with --src")
-    parser.add_argument("--per-source", type=int, default=PER_SOURCE, help="candidates per source subword")
-    parser.add_argument("--frequent", type=int, default=FREQUENT, help="most frequent target subwords always in")
+    parser.add_argument(
+        "--per-source", type=int, default=PER_SOURCE, help="candidates per source subword (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--frequent", type=int, default=FREQUENT, help="most frequent target subwords always in (default: %(default)s)"
+    )
     parser.add_argument("--output", help="write the checkpoint with its shortlist here (default: in place)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")

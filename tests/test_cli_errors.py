@@ -6,19 +6,16 @@ import io
 import logging
 import pickle
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from seq2seq import evaluate, translate
-from seq2seq.checkpoint import save_checkpoint
-from seq2seq.config import Config, TokenizerConfig
-from seq2seq.data.corpus import ParallelCorpus
-from seq2seq.data.tokenizer import build_tokenizer
-from seq2seq.model.seq2seq import build_model
 
-from .conftest import REPO, cli
+from .conftest import REPO
+from .tiny_models import tiny_checkpoint, tiny_tokenizer
 
 UNSAFE = "weights_only"  # torch's advice to load with weights_only=False would run whatever code a file holds
 
@@ -26,17 +23,9 @@ UNSAFE = "weights_only"  # torch's advice to load with weights_only=False would 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run folder holding a tiny untrained `checkpoints/best.pt`, as `seq2seq.train` leaves one."""
-    corpus = REPO / "data" / "synth_de_en"
-    src = (corpus / "train.de").read_text(encoding="utf-8").splitlines()[:200]
-    tgt = (corpus / "train.en").read_text(encoding="utf-8").splitlines()[:200]
-    cache = tmp_path_factory.mktemp("spm")
-    tokenizer = build_tokenizer(ParallelCorpus(src, tgt), TokenizerConfig(vocab_size=120, cache_dir=str(cache)))
-    config = Config.from_dict({"model": {"embedding_size": 8, "hidden_size": 8}, "decode": {"max_len_b": 3}})
-    torch.manual_seed(0)
-    model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     run = tmp_path_factory.mktemp("run")
-    payload = {"model": model.state_dict(), "config": config.to_dict(), "tokenizer": tokenizer.to_dict()}
-    save_checkpoint(run / "checkpoints" / "best.pt", payload)
+    tokenizer = tiny_tokenizer(vocab_size=120, joint=True, pairs=200)
+    tiny_checkpoint(run / "checkpoints" / "best.pt", tokenizer, seed=0, decode={"max_len_b": 3})
     (run / "src.de").write_text("der Hund .\ndie Katze .\n", encoding="utf-8")
     (run / "ref.en").write_text("the dog .\nthe cat .\n", encoding="utf-8")
     return run
@@ -51,28 +40,39 @@ def one_line(err: str, first_words: str) -> str:
     return lines[0]
 
 
+def run_translate(args: list, stdin: str, monkeypatch, capsys) -> tuple[int, str, str, list]:
+    """translate.main in this process: (exit status, stdout, stderr, the warnings it raised)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        status = translate.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err, raised
+
+
 # ------------------------------------------------------------------ a file that is not a checkpoint
-def test_a_text_file_given_as_checkpoint(tmp_path):
-    result = cli("translate", "README.md", stdin="Hund\n")
-    assert result.returncode == 2 and result.stdout == ""
-    line = one_line(result.stderr, "seq2seq.translate: README.md: not a seq2seq checkpoint (a text file")
-    assert len(line) < 160
+def test_a_text_file_given_as_checkpoint(monkeypatch, capsys):
+    status, out, err, raised = run_translate([REPO / "README.md"], "Hund\n", monkeypatch, capsys)
+    assert status == 2 and out == "" and not raised
+    line = one_line(err, f"seq2seq.translate: {REPO / 'README.md'}: not a seq2seq checkpoint (a text file")
+    assert len(line) < 160 + len(str(REPO))
 
 
-def test_a_plain_pickle_given_as_checkpoint_warns_nothing(tmp_path):
+def test_a_plain_pickle_given_as_checkpoint_warns_nothing(tmp_path, monkeypatch, capsys):
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps({"a": object()}, protocol=4))
-    result = cli("translate", path, stdin="Hund\n")
-    assert result.returncode == 2
-    one_line(result.stderr, f"seq2seq.translate: {path}: not a seq2seq checkpoint (a plain pickle file")
+    status, _, err, raised = run_translate([path], "Hund\n", monkeypatch, capsys)
+    assert status == 2 and not raised, [str(w.message) for w in raised]
+    one_line(err, f"seq2seq.translate: {path}: not a seq2seq checkpoint (a plain pickle file")
 
 
 # ------------------------------------------------------------------ a run folder
-def test_a_run_folder_means_its_best_checkpoint(run_dir):
-    result = cli("translate", run_dir, "--device", "cpu", stdin="der Hund .\n")
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 1
-    assert f"{run_dir} is a folder: using {run_dir / 'checkpoints' / 'best.pt'}" in result.stderr
+def test_a_run_folder_means_its_best_checkpoint(run_dir, monkeypatch, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq.decoding.loading")
+    status, out, err, _ = run_translate([run_dir, "--device", "cpu"], "der Hund .\n", monkeypatch, capsys)
+    assert status == 0, err
+    assert len(out.splitlines()) == 1
+    assert f"{run_dir} is a folder: using {run_dir / 'checkpoints' / 'best.pt'}" in caplog.text
 
 
 def test_evaluate_takes_a_run_folder_too(run_dir, capsys, caplog):
@@ -89,8 +89,8 @@ def test_a_folder_without_a_checkpoint(tool, run_dir, tmp_path, capsys):
     assert tool.main(args if tool is evaluate else args[:1]) == 2
     one_line(
         capsys.readouterr().err,
-        f"{tool.__name__}: {tmp_path} is a folder, not a checkpoint file; "
-        f"pass e.g. {tmp_path / 'checkpoints' / 'best.pt'}",
+        f"{tool.__name__}: {tmp_path} is a folder, not a checkpoint file, and no checkpoint was found below it; "
+        "pass a run's best.pt: python -m seq2seq.train writes them to outputs/DATE/TIME/checkpoints/",
     )
 
 

@@ -105,6 +105,19 @@ def test_the_page_translates_and_draws_one_heatmap_row_per_output_piece(chromium
             assert header == hypothesis["attention"]["source_pieces"]
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
+            page.fill("#beam-size", "1")  # three hypotheses with beam 1: the page widens the beam, as translate does
+            page.fill("#nbest", "3")
+            page.click("#translate")
+            page.wait_for_function("document.querySelectorAll('#translations .hypothesis').length === 3")
+            assert page.input_value("#beam-size") == "3" and page.locator("#error").is_hidden()
+
+            page.fill("#source", "   ")  # nothing to translate: the page asks for a sentence, sends nothing
+            page.click("#translate")
+            page.wait_for_selector("#error:not([hidden])")
+            assert "Type or paste a sentence" in page.inner_text("#error")
+
+            page.fill("#source", SENTENCE)
+            page.fill("#nbest", "1")
             page.fill("#beam-size", "99")  # a refusal is shown, not a crash
             page.click("#translate")
             page.wait_for_selector("#error:not([hidden])")

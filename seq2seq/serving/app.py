@@ -8,7 +8,7 @@
 - `GET /health` (status and the batching counters), `GET /info` (the model), `GET /` (the page),
   `GET /docs` (OpenAPI, from FastAPI).
 
-Requests are read and checked here, on the event loop; decoding happens in `batching.DynamicBatcher`'s one
+Requests are read and checked here, on the event loop; decoding happens in `batcher.DynamicBatcher`'s one
 worker thread, where requests with the same settings share a batch. Every refusal is a 4xx JSON body
 {"error": message, "field": name} whose message names the field and the limit.
 """

@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ from torch import nn
 
 from seq2seq.config import ConfigError
 from seq2seq.device import native_cpu_bf16
+from seq2seq.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ def cached_decision(cache: Path | None, key: str) -> MatmulDecision | None:
 
 
 def store_decision(cache: Path, key: str, decision: MatmulDecision) -> None:
-    """Add `decision` under `key` to the cache file, written whole to a temporary file first, then renamed."""
+    """Add `decision` under `key` to the cache file (rewritten atomically: never half a file)."""
     try:
         entries = json.loads(cache.read_text()) if cache.exists() else {}
         if not isinstance(entries, dict):
@@ -138,16 +137,7 @@ def store_decision(cache: Path, key: str, decision: MatmulDecision) -> None:
     except (OSError, ValueError):
         entries = {}
     entries[key] = asdict(decision)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".matmul_precision.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(entries, out, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(cache, json.dumps(entries, indent=1).encode())
 
 
 def choose_matmul_dtype(

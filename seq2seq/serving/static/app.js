@@ -66,12 +66,22 @@ function updateNote() {
 }
 
 async function translate() {
+  if (!$("source").value.trim()) {
+    showError("Type or paste a sentence to translate (one per line).");
+    $("source").focus();
+    return;
+  }
   const lines = $("source").value.split("\n");
   if (lines.length > 1 && lines[lines.length - 1] === "") lines.pop(); // a final newline ends the last line
+  const nbest = Number($("nbest").value);
+  if (nbest > Number($("beam-size").value)) {
+    $("beam-size").value = nbest; // n hypotheses need a beam of at least n, as translate --nbest and the API do
+    updateNote();
+  }
   const body = {
     text: lines,
     beam_size: Number($("beam-size").value),
-    nbest: Number($("nbest").value),
+    nbest: nbest,
     attention: attentionWanted(),
   };
   $("translate").disabled = true;
