@@ -3,7 +3,8 @@
     python benchmarks/benchmark.py --data-dir PATH/TO/multi30k [--experiment multi30k_gru]
         [--checkpoint CKPT] [--windows 5] [--window-steps 10] [--warmup-steps 5] [--out benchmark.json]
         [--flop-steps 3] [--flop-sentences 200] [--matmul-n N]
-        [--peer joeynmt [--peer-checkpoint JOEY_MODEL_DIR_OR_CKPT] [--peer-batch-size 128]
+        [--peer joeynmt [--peer-checkpoint JOEY_MODEL_DIR_OR_CKPT] [--peer-batch-type token|sentence]
+         [--peer-batch-size N]
          [--peer-venv ~/.cache/seq2seq/joeynmt-venv] [--peer-timeout 1800]] [--repeats N]
         [KEY=VALUE ...]          # any config override, e.g. train.threads=2 model.hidden_size=256
 
@@ -43,8 +44,10 @@ Efficiency, in the same run:
 
 With --peer joeynmt the same run also times Joey NMT 2.3.0 on the same data, SentencePiece
 vocabulary and architecture, alternating runs ours/theirs (--repeats defaults to 2 then): training
-with sentence batches of --peer-batch-size, ours then gets the token budget whose mean batch holds as
-many sentences (unless train.batch_tokens is given), and decoding (greedy, beam 5) when
+with Joey's token batches (--peer-batch-type token, the default: Joey at its best) at our token budget
+(train.batch_tokens; --peer-batch-size overrides), or with its sentence batches (--peer-batch-type
+sentence) of --peer-batch-size sentences (default 128), ours then getting the token budget whose mean
+batch holds as many sentences (unless train.batch_tokens is given); and decoding (greedy, beam 5) when
 --peer-checkpoint names a trained Joey model. The report adds Joey's numbers and the ratios
 ours/theirs. Joey is driven by joeynmt_peer.py (beside this file), run as a command (never imported): it
 installs Joey on demand into its own venv and answers each measurement with a line of JSON.
@@ -84,6 +87,7 @@ from common import (
     add_experiment_options,
     command_line,
     config_and_device,
+    config_from_args,
     experiment_argv,
     machine,
     markdown_table,
@@ -443,12 +447,13 @@ def peer_command(args: argparse.Namespace, command: str, work: Path, *options: s
 
 
 def peer_train_command(args: argparse.Namespace, work: Path) -> list[str]:
-    """Joey's training throughput, with our warm-up and windows, in sentence batches of --peer-batch-size."""
+    """Joey's training throughput, with our warm-up and windows, in batches of --peer-batch-size."""
     return peer_command(
         args,
         "measure-train",
         work,
-        *("--batch-size", str(args.peer_batch_size), "--warmup-steps", str(args.warmup_steps)),
+        *("--batch-type", args.peer_batch_type, "--batch-size", str(args.peer_batch_size)),
+        *("--warmup-steps", str(args.warmup_steps)),
         *("--windows", str(args.windows), "--window-steps", str(args.window_steps)),
         *("--timeout", str(args.peer_timeout)),
     )
@@ -463,6 +468,11 @@ def peer_decode_command(args: argparse.Namespace, work: Path) -> list[str]:
         *("--checkpoint", args.peer_checkpoint, "--batch-size", str(args.decode_batch_size)),
         *("--timeout", str(args.peer_timeout)),
     )
+
+
+def default_peer_batch_size(args: argparse.Namespace) -> int:
+    """Joey's training batch when --peer-batch-size is not given: our token budget, or 128 sentences."""
+    return 128 if args.peer_batch_type == "sentence" else config_from_args(args).train.batch_tokens
 
 
 class JoeyPeer:
@@ -492,7 +502,8 @@ def measure_all(args: argparse.Namespace, repeats: int, peer: JoeyPeer | None) -
         *(("--matmul-n", str(args.matmul_n)) if args.matmul_n else ()),
     ]
     train_argv = list(argv)
-    if peer and not any(o.lstrip("+").startswith("train.batch_tokens=") for o in args.overrides):
+    budget_given = any(o.lstrip("+").startswith("train.batch_tokens=") for o in args.overrides)
+    if peer and args.peer_batch_type == "sentence" and not budget_given:
         train_argv += ["--batch-sentences", str(args.peer_batch_size)]
     report: dict[str, Any] = {"peak": run_worker("peak", [*argv, *args.overrides])}
     ours, theirs = [], []
@@ -682,7 +693,9 @@ def markdown_with_peer(report: dict) -> str:
         (
             "batches",
             f"{t['batch_tokens']} tokens, mean {t['sentences_per_batch']} sentences",
-            f"{pt['sentences_per_batch']} sentences",
+            f"{pt['batch_tokens']} tokens (Joey's count), random sentences"
+            if pt.get("batch_type") == "token"
+            else f"{pt['sentences_per_batch']} sentences",
             "",
         ),
         ("parameters", fmt(t["parameters"]), fmt(pt.get("parameters")), ""),
@@ -714,7 +727,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, help="runs of each measurement (default: 2 with --peer, else 1)")
     parser.add_argument("--peer", choices=["joeynmt"], help="also time this system, alternating runs with ours")
     parser.add_argument("--peer-checkpoint", help="a trained Joey model directory (or a .ckpt in one), for decoding")
-    parser.add_argument("--peer-batch-size", type=int, default=128, help="Joey's sentences per training batch")
+    parser.add_argument(
+        "--peer-batch-type",
+        choices=["token", "sentence"],
+        default="token",
+        help="Joey's training batches: tokens (its best, at our budget) or sentences",
+    )
+    parser.add_argument(
+        "--peer-batch-size",
+        type=int,
+        help="Joey's tokens (default: our train.batch_tokens) or sentences (default: 128) per training batch",
+    )
     parser.add_argument(
         "--peer-venv", default="~/.cache/seq2seq/joeynmt-venv", help="Joey's own venv (made if missing)"
     )
@@ -743,6 +766,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--windows and --window-steps must be at least 1, --warmup-steps at least 0")
     if args.flop_steps < 0 or args.flop_sentences < 0:
         parser.error("--flop-steps and --flop-sentences must be at least 0")
+    if args.peer and args.peer_batch_size is None:
+        args.peer_batch_size = default_peer_batch_size(args)
     repeats = args.repeats or (2 if args.peer else 1)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -4,7 +4,10 @@ Joey runs from its own virtual environment (not a dependency of this project), c
 reused: ``~/.cache/seq2seq/joeynmt-venv`` unless ``--venv`` (benchmark.py: ``--peer-venv``) says
 otherwise. It gets the same corpus (plain-text copies under a temporary folder), the same joint
 SentencePiece model and vocabulary as ours, and the architecture of our experiment (``model.*``),
-with sentence batches.
+with sentence batches (``--batch-type sentence``, ``--batch-size`` sentences) or token batches
+(``--batch-type token``, ``--batch-size`` tokens: like ours, Joey counts a batch as its sentences times
+its longest side + 1; it closes a batch once the count reaches the budget, so a batch may pass it by one
+sentence, and draws the sentences at random: Joey 2.3.0 has no length bucketing).
 
 Training throughput: ``joeynmt train CONFIG --skip-test`` capped by ``training.updates``, with
 ``logging_freq`` = the window size; Joey logs ``Tokens per Sec`` (non-pad target tokens, EOS
@@ -23,7 +26,8 @@ measurement is a fresh process (so its peak resident memory is Joey's own) that 
 object as the last line of its standard output:
 
     python benchmarks/joeynmt_peer.py prepare WORK [--venv VENV] [CONFIG...]       # venv + inputs in WORK
-    python benchmarks/joeynmt_peer.py measure-train WORK [--batch-size 128] [--warmup-steps 5]
+    python benchmarks/joeynmt_peer.py measure-train WORK [--batch-type sentence|token] [--batch-size 128]
+        [--warmup-steps 5]
         [--windows 5] [--window-steps 10] [--timeout 1800] [--venv VENV] [CONFIG...]
     python benchmarks/joeynmt_peer.py measure-decode WORK --checkpoint JOEY_MODEL [--batch-size 64]
         [--timeout 1800] [--venv VENV] [CONFIG...]
@@ -147,6 +151,7 @@ def joey_config(
     model_dir: str | Path,
     *,
     batch_size: int = 128,
+    batch_type: str = "sentence",
     updates: int | None = None,
     logging_freq: int = 100,
     epochs: int | None = None,
@@ -157,10 +162,11 @@ def joey_config(
 
     Architecture from ``config.model`` (recurrent encoder/decoder, cell, attention, sizes, dropout,
     input feeding), optimisation from ``config.train`` (Adam lr, label smoothing, gradient-norm
-    clipping, token-normalised loss), sentence batches of ``batch_size``. The learning rate stays
-    constant (``exponential`` with factor 1.0: Joey's ``plateau`` passes ``verbose=``, gone in torch 2.13).
+    clipping, token-normalised loss), batches of ``batch_size`` sentences or tokens (``batch_type``). The
+    learning rate stays constant (``exponential`` with factor 1.0: Joey's ``plateau`` passes ``verbose=``,
+    gone in torch 2.13).
     """
-    training = joey_training(config, model_dir, batch_size, epochs, validation_freq, logging_freq, use_cuda)
+    training = joey_training(config, model_dir, batch_size, batch_type, epochs, validation_freq, logging_freq, use_cuda)
     if updates is not None:
         training["updates"] = updates
     return {
@@ -206,12 +212,13 @@ def joey_training(
     config: Config,
     model_dir: str | Path,
     batch_size: int,
+    batch_type: str,
     epochs: int | None,
     validation_freq: int,
     logging_freq: int,
     use_cuda: bool,
 ) -> dict[str, Any]:
-    """The ``training`` section: our optimiser settings, a constant learning rate, sentence batches."""
+    """The ``training`` section: our optimiser settings, a constant learning rate, batches of ``batch_type``."""
     t, d = config.train, config.decode
     training: dict[str, Any] = {
         "random_seed": t.seed,
@@ -225,7 +232,7 @@ def joey_training(
         "loss": "crossentropy",
         "normalization": "tokens",
         "batch_size": batch_size,
-        "batch_type": "sentence",
+        "batch_type": batch_type,
         "eval_batch_size": d.batch_size,
         "eval_batch_type": "sentence",
         "epochs": epochs if epochs is not None else 10**6,
@@ -393,6 +400,7 @@ def measure_training(
     work_dir: Path,
     *,
     batch_size: int,
+    batch_type: str = "sentence",
     warmup_steps: int,
     windows: int,
     window_steps: int,
@@ -408,6 +416,7 @@ def measure_training(
         {**inputs, "prefixes": {k: inputs["prefixes"][k] for k in ("train", "valid")}},  # Joey needs a dev set
         model_dir,
         batch_size=batch_size,
+        batch_type=batch_type,
         updates=updates,
         logging_freq=window_steps,
         use_cuda=use_cuda,
@@ -424,8 +433,8 @@ def measure_training(
         raise RuntimeError(f"{error}\n--- joey output ---\n{output[-3000:]}") from error
     return {
         **summary,
-        "sentences_per_batch": batch_size,
-        "batch_type": "sentence",
+        **({"sentences_per_batch": batch_size} if batch_type == "sentence" else {"batch_tokens": batch_size}),
+        "batch_type": batch_type,
         "updates": updates,
         "threads": config.train.threads or "torch default",
         "wall_seconds": round(seconds, 1),
@@ -531,6 +540,7 @@ def write_config_command(args: argparse.Namespace) -> None:
         inputs,
         out / "model",
         batch_size=args.batch_size,
+        batch_type=args.batch_type,
         epochs=args.epochs,
         updates=args.updates,
         validation_freq=args.validation_freq,
@@ -567,6 +577,7 @@ def measure_train_command(args: argparse.Namespace) -> dict[str, Any]:
             inputs,
             Path(scratch),
             batch_size=args.batch_size,
+            batch_type=args.batch_type,
             warmup_steps=args.warmup_steps,
             windows=args.windows,
             window_steps=args.window_steps,
@@ -614,19 +625,26 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     write = command("write-config", "OUTDIR")
-    write.add_argument("--batch-size", type=int, default=128)
+    write.add_argument("--batch-size", type=int, default=128, help="sentences (or tokens) per training batch")
     write.add_argument("--epochs", type=int, default=20)
     write.add_argument("--updates", type=int, help="stop after this many steps (default: --epochs decides)")
     write.add_argument("--validation-freq", type=int, default=1000)
     command("prepare", "WORK")
     train = command("measure-train", "WORK")
-    train.add_argument("--batch-size", type=int, default=128, help="sentences per training batch")
+    train.add_argument("--batch-size", type=int, default=128, help="sentences (or tokens) per training batch")
     train.add_argument("--warmup-steps", type=int, default=5)
     train.add_argument("--windows", type=int, default=5)
     train.add_argument("--window-steps", type=int, default=10)
     decode = command("measure-decode", "WORK")
     decode.add_argument("--checkpoint", required=True, help="a trained Joey model directory (or a .ckpt in one)")
     decode.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch")
+    for sub in (write, train):
+        sub.add_argument(
+            "--batch-type",
+            choices=["sentence", "token"],
+            default="sentence",
+            help="what --batch-size counts: sentences, or tokens (sentences x (the longest side + 1))",
+        )
     for sub in (train, decode):
         sub.add_argument("--timeout", type=float, default=1800, help="seconds before a Joey run is killed")
     return parser

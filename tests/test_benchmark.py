@@ -300,6 +300,13 @@ def test_joey_inputs_and_config(tmp_path, spm_cache):
     path = joeynmt_peer.write_yaml(cfg, tmp_path / "train.yaml")
     loaded = yaml.safe_load(path.read_text())
     assert loaded["training"]["updates"] == 15 and loaded["training"]["batch_type"] == "sentence"
+    tokens = joeynmt_peer.joey_config(config, inputs, tmp_path / "model", batch_size=4000, batch_type="token")
+    assert (tokens["training"]["batch_type"], tokens["training"]["batch_size"]) == ("token", 4000)
+    # without --peer-batch-size Joey's token batches get our budget (multi30k_gru: train.batch_tokens=4000)
+    parsed = benchmark.build_parser().parse_args(["--data-dir", str(CORPUS), "--peer", "joeynmt"])
+    assert benchmark.default_peer_batch_size(parsed) == 4000  # (the config above overrides it: TINY)
+    parsed.peer_batch_type = "sentence"
+    assert benchmark.default_peer_batch_size(parsed) == 128
     assert loaded["training"]["scheduling"] != "plateau"
     enc, dec = loaded["model"]["encoder"], loaded["model"]["decoder"]
     assert enc["type"] == dec["type"] == "recurrent" and enc["rnn_type"] == "gru" and enc["bidirectional"]
@@ -337,6 +344,9 @@ def test_benchmark_speaks_the_peer_command_line(tmp_path):
     assert (train.command, train.batch_size, train.warmup_steps, train.windows, train.window_steps) == (
         *("measure-train", 16, 2, 3, 4),
     )
+    assert train.batch_type == "token"  # Joey at its best by default: its token batches
+    args.peer_batch_type = "sentence"
+    assert joeynmt_peer.parse_args(benchmark.peer_train_command(args, tmp_path)[2:]).batch_type == "sentence"
     decode = joeynmt_peer.parse_args(benchmark.peer_decode_command(args, tmp_path)[2:])
     assert (decode.command, decode.checkpoint, decode.batch_size, decode.timeout) == ("measure-decode", "JOEY", 32, 60)
     # overrides may also sit between the options
@@ -391,6 +401,7 @@ def test_harness_with_a_peer(tmp_path, spm_cache):
             *(sys.executable, BENCHMARKS / "benchmark.py", "--data-dir", CORPUS),
             *("--experiment", "gru", "--warmup-steps", "1", "--windows", "2", "--window-steps", "2", "--out", out),
             *("--peer", "joeynmt", "--peer-venv", venv, "--peer-checkpoint", model_dir, "--peer-batch-size", "8"),
+            *("--peer-batch-type", "sentence"),
             *("--repeats", "1", *overrides),
         ],
         capture_output=True,
