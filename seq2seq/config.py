@@ -138,14 +138,20 @@ class TrainConfig:
 
 @dataclass
 class DecodeConfig:
-    """Greedy / beam search settings used by validation, test scoring and translate."""
+    """Greedy / beam search (or sampling) settings used by validation, test scoring and translate."""
 
     beam_size: int = 1  # 1 = greedy
     alpha: float = 0.6  # length penalty ((5 + len) / 6) ** alpha; 0 = none
     max_len_a: float = 1.5  # max output length = a * src_len + b
     max_len_b: int = 10  # the b of max output length = a * src_len + b
-    nbest: int = 1  # hypotheses returned per sentence (at most beam_size)
+    nbest: int = 1  # hypotheses returned per sentence (at most beam_size; with sampling: independent samples)
     batch_size: int = 64  # sentences per decoding batch
+    sampling: bool = False  # draw each output token from the model's distribution instead of searching (beam_size 1)
+    top_k: int = 0  # sampling: draw from the k most probable tokens only; 0 = all, 1 = greedy
+    top_p: float = 1.0  # sampling: from the fewest most probable tokens whose probability reaches p (nucleus)
+    epsilon: float = 0.0  # sampling: never draw a token whose probability is below epsilon
+    temperature: float = 1.0  # sampling: divides the log-probabilities; < 1 sharper, > 1 flatter
+    seed: int = 0  # sampling: with each source sentence, decides its samples (whatever the batching)
 
 
 @dataclass
@@ -303,9 +309,24 @@ def validate_decode(dec: DecodeConfig) -> None:
     if dec.max_len_a == 0 and dec.max_len_b == 0:
         raise ConfigError("decode.max_len_a and decode.max_len_b cannot both be 0")
     _positive("decode.nbest", dec.nbest)
-    if dec.nbest > dec.beam_size:
+    if dec.sampling and dec.beam_size != 1:
+        raise ConfigError(
+            f"decode.sampling draws each output instead of searching: decode.beam_size must be 1, not {dec.beam_size}"
+        )
+    if dec.nbest > dec.beam_size and not dec.sampling:
         raise ConfigError(f"decode.nbest ({dec.nbest}) cannot exceed decode.beam_size ({dec.beam_size})")
     _positive("decode.batch_size", dec.batch_size)
+    _at_least("decode.top_k", dec.top_k, 0)
+    if isinstance(dec.top_k, float):
+        raise ConfigError(f"decode.top_k must be an integer >= 0, got {dec.top_k!r}")
+    if not isinstance(dec.top_p, (int, float)) or isinstance(dec.top_p, bool) or not 0 < dec.top_p <= 1:
+        raise ConfigError(f"decode.top_p must be in (0, 1], got {dec.top_p!r}")
+    if not isinstance(dec.epsilon, (int, float)) or isinstance(dec.epsilon, bool) or not 0 <= dec.epsilon < 1:
+        raise ConfigError(f"decode.epsilon must be in [0, 1), got {dec.epsilon!r}")
+    if not isinstance(dec.temperature, (int, float)) or isinstance(dec.temperature, bool) or dec.temperature <= 0:
+        raise ConfigError(f"decode.temperature must be a number > 0, got {dec.temperature!r}")
+    if not isinstance(dec.seed, int) or isinstance(dec.seed, bool) or dec.seed < 0:
+        raise ConfigError(f"decode.seed must be an integer >= 0, got {dec.seed!r}")
 
 
 def _build_section(name: str, factory: Any, values: dict[str, Any]) -> Any:

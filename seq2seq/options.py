@@ -4,9 +4,10 @@ search with them. The defaults come from the (first) checkpoint's decode config.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import replace
 
-from seq2seq.config import DecodeConfig, validate_decode
+from seq2seq.config import ConfigError, DecodeConfig, validate_decode
 from seq2seq.model.quantize import QUANTIZATIONS
 
 
@@ -23,6 +24,19 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len-a", type=float, help="max output length = a * source length + b")
     parser.add_argument("--max-len-b", type=int)
     parser.add_argument("--batch-size", type=int, help="sentences per decoding batch")
+    sampling = parser.add_argument_group(
+        "sampling", "draw each output instead of searching for the best one (back-translation; docs/decoding.md)"
+    )
+    sampling.add_argument(
+        "--sampling", action="store_true", default=None, help="draw each token from the model's distribution"
+    )
+    sampling.add_argument("--top-k", type=int, help="draw from the k most probable tokens only (0: all; 1: greedy)")
+    sampling.add_argument("--top-p", type=float, help="draw from the fewest most probable tokens whose mass reaches p")
+    sampling.add_argument("--epsilon", type=float, help="never draw a token whose probability is below this")
+    sampling.add_argument("--temperature", type=float, help="divides the log-probabilities (< 1 sharper, > 1 flatter)")
+    sampling.add_argument(
+        "--seed", type=int, help="with each source sentence, decides its samples, whatever the batching (default: 0)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     parser.add_argument(
         "--quantize",
@@ -40,17 +54,29 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
 
 def decode_config(args: argparse.Namespace, defaults: DecodeConfig, **extra: int | None) -> DecodeConfig:
     """`defaults` (the checkpoint's decode config) overridden by the command line; an n-best list longer
-    than the beam widens the beam unless --beam-size was given. Raises `ConfigError` for bad values."""
+    than the beam widens the beam unless --beam-size was given; --sampling searches no beam (beam size 1
+    unless --beam-size says otherwise, which is then an error). Raises `ConfigError` for bad values."""
     overrides = {
         "beam_size": args.beam_size,
         "alpha": args.alpha,
         "max_len_a": args.max_len_a,
         "max_len_b": args.max_len_b,
         "batch_size": args.batch_size,
+        "sampling": args.sampling,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "epsilon": args.epsilon,
+        "temperature": args.temperature,
+        "seed": args.seed,
         **extra,
     }
     decode = replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
-    if decode.nbest > decode.beam_size and args.beam_size is None:
+    if decode.sampling and args.beam_size is None:
+        decode = replace(decode, beam_size=1)
+    elif decode.nbest > decode.beam_size and args.beam_size is None:
         decode = replace(decode, beam_size=decode.nbest)
-    validate_decode(decode)
+    try:
+        validate_decode(decode)
+    except ConfigError as error:  # name the options the user typed: decode.top_p -> --top-p
+        raise ConfigError(re.sub(r"decode\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(error))) from None
     return decode

@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seq2seq.serve: {exc}", file=sys.stderr)
         return 2
     limits = api.Limits(**{name: getattr(args, name) for name in vars(api.Limits())})
-    defaults = api.DecodeSettings(
-        min(config.decode.beam_size, limits.max_beam_size), 1, min(config.decode.alpha, limits.max_alpha), False
-    )
+    d = config.decode  # the checkpoint's settings, within the limits; sampling only when a request asks for it
+    search = (min(d.beam_size, limits.max_beam_size), 1, min(d.alpha, limits.max_alpha), False, False)
+    defaults = api.DecodeSettings(*search, d.top_k, d.top_p, d.epsilon, d.temperature, d.seed)
     translator = api.Translator(model, tokenizer, config.decode, shortlist)
     app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders)
     log.info("serving %s on http://%s:%d (page: /, API docs: /docs)", ", ".join(args.checkpoints), args.host, args.port)

@@ -1,13 +1,16 @@
 """Translate standard input with a checkpoint: exactly one output line per input line, in order.
 
     python -m seq2seq.translate CHECKPOINT [CHECKPOINT ...] [--beam-size N] [--nbest K] [--batch-size B]
+        [--sampling [--top-k K] [--top-p P] [--epsilon E] [--temperature T] [--seed S]]
         [--alignment [pieces|words]] [--device D] [--quantize int8] [--shortlist] < in > out
 
 CHECKPOINT is a best.pt / last.pt file written by seq2seq.train, or a run folder (outputs/DATE/TIME),
 which stands for its checkpoints/best.pt; several checkpoints decode as an ensemble (seq2seq.decoding.ensemble).
 Input is read and translated in chunks (--chunk-size, 1000 lines), so a large file streams; typed at a terminal,
 each line is translated as soon as it is entered (Ctrl-D ends). With --nbest K > 1, each input line
-gives one output line holding the K hypotheses separated by " ||| ". With --alignment, each hypothesis
+gives one output line holding the K hypotheses separated by " ||| ". With --sampling each output is drawn
+from the model's distribution (back-translation), --nbest K gives K independent samples, and the same
+--seed gives the same samples whatever the batching (seq2seq.decoding.sampling). With --alignment, each hypothesis
 is followed by " ||| " and its hard alignment (`i-j` pairs, seq2seq.decoding.alignment). Logs go to standard
 error only. A reader that closes standard output early (`| head -1`) ends translate quietly, status 0.
 """
@@ -162,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         "Ctrl-D ends.",
     )
     add_decode_arguments(parser)
-    parser.add_argument("--nbest", type=int, help="hypotheses per line, joined by ' ||| ' (needs beam size >= K)")
+    parser.add_argument(
+        "--nbest",
+        type=int,
+        help="hypotheses per line, joined by ' ||| ' (widens the beam to K unless --beam-size is given; "
+        "with --sampling: K samples)",
+    )
     parser.add_argument(
         "--chunk-size",
         type=int,

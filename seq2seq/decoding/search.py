@@ -1,4 +1,4 @@
-"""Greedy and beam search over one shared step function.
+"""Greedy search, sampling and beam search over one shared step function.
 
 Both searches take `step(prev_tokens, state) -> (log_probs, state)`; the model provides that step
 (`model_step`, around `Seq2Seq.decode_step`), and a test can provide a hand-made one. The state
@@ -6,6 +6,8 @@ answers two calls: `index_select(rows)` keeps only some rows (a sentence that is
 batch, so no time is spent on it), and `reorder(rows)` moves rows within each sentence's beam
 (beam search only; whatever a sentence's beams share, like the encoder memory, can stay put).
 Greedy is the beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
+Sampling (`sample_search`) is greedy search that draws each token instead of taking the most probable one
+(`seq2seq.decoding.sampling`): one loop, `one_token_at_a_time`, serves both.
 Forced decoding (`forced_decode`, for scoring and attention) runs the same step on given outputs.
 The model may be one `Seq2Seq` or an `Ensemble` (`seq2seq.decoding.ensemble`): both offer `encode` and `decode_step`.
 """
@@ -22,6 +24,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig
 from seq2seq.data.batches import Batch
 from seq2seq.decoding.lexicon import LexicalShortlist
+from seq2seq.decoding.sampling import Sampler, sample_streams
 from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID
 
 if TYPE_CHECKING:  # for annotations only: no import at run time
@@ -67,6 +70,16 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+# pick(log_probs (live, vocab), live (live,): their rows, output position) -> (column (live,), log-prob (live,))
+PickFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
+
+
+def most_probable(log_probs: Tensor, live: Tensor, position: int) -> tuple[Tensor, Tensor]:
+    """Greedy search's pick: the most probable column of each row, and its log-probability."""
+    best, column = log_probs.max(dim=1)
+    return column, best
+
+
 @torch.no_grad()
 def greedy_search(
     step: StepFn,
@@ -81,6 +94,35 @@ def greedy_search(
     With `keep_attention`, the state after each step must hold that step's attention weights in
     `state.attention` (live rows, src_len), and every hypothesis keeps its rows.
     """
+    return one_token_at_a_time(step, state, max_lengths, most_probable, bos, eos, keep_attention)
+
+
+@torch.no_grad()
+def sample_search(
+    step: StepFn,
+    state: Any,
+    max_lengths: Tensor,
+    sampler: Sampler,
+    bos: int = BOS_ID,
+    eos: int = EOS_ID,
+    keep_attention: bool = False,
+) -> list[Hypothesis]:
+    """Draw every token from the model's distribution as `sampler` narrows it, one sample per row.
+    max_lengths: (rows,) output tokens allowed. Each hypothesis's log-probability is the model's own."""
+    return one_token_at_a_time(step, state, max_lengths, sampler.pick, bos, eos, keep_attention)
+
+
+def one_token_at_a_time(
+    step: StepFn,
+    state: Any,
+    max_lengths: Tensor,
+    pick: PickFn,
+    bos: int = BOS_ID,
+    eos: int = EOS_ID,
+    keep_attention: bool = False,
+) -> list[Hypothesis]:
+    """One output per row, each step's token chosen by `pick` (greedy: `most_probable`; sampling: a draw).
+    A row leaves the batch at its EOS or its max length. max_lengths: (rows,)."""
     batch, steps, device = max_lengths.size(0), int(max_lengths.max()), max_lengths.device
     tokens = torch.full((batch, steps), eos, dtype=torch.long, device=device)  # (batch, steps)
     log_probs = torch.zeros(batch, steps, device=device)  # (batch, steps)
@@ -90,7 +132,7 @@ def greedy_search(
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
     for t in range(steps):
         step_log_probs, state = step(prev, state)  # (live, vocab), or (live, C) with a shortlist
-        best, column = step_log_probs.max(dim=1)
+        column, best = pick(step_log_probs, live, t)
         prev = token_ids(state, column)
         tokens[live, t], log_probs[live, t] = prev, best
         if keep_attention:
@@ -314,28 +356,38 @@ def translate_batch(
     keep_attention: bool = False,
     shortlist: LexicalShortlist | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode one batch with `model` (a `Seq2Seq` or an `Ensemble`); greedy when `cfg.beam_size == 1`.
+    """Decode one batch with `model` (a `Seq2Seq` or an `Ensemble`): greedy when `cfg.beam_size == 1`, beam
+    search above, or with `cfg.sampling` `cfg.nbest` samples per sentence, in the order they were drawn.
 
-    `keep_attention` (greedy only, a model with attention): each hypothesis keeps its attention weights,
+    `keep_attention` (greedy or sampling, a model with attention): each hypothesis keeps its attention weights,
     (output steps with EOS, source length with EOS). `shortlist`: every sentence searches over its own
     candidate target ids only (`seq2seq.shortlist`).
     """
-    memory, decoder_state = model.encode(batch.src, batch.src_lengths)
-    sentence = torch.arange(batch.size, device=batch.src.device)
+    src, src_lengths = batch.src, batch.src_lengths
+    if cfg.sampling and cfg.nbest > 1:  # each sample is a row of its own, with its own copy of the sentence
+        copies = torch.arange(batch.size, device=src.device).repeat_interleave(cfg.nbest)
+        src, src_lengths = src.index_select(0, copies), src_lengths.index_select(0, copies)
+    memory, decoder_state = model.encode(src, src_lengths)
+    sentence = torch.arange(src.size(0), device=src.device)
     state = ModelState(decoder_state, memory, sentence=sentence)
     if shortlist is not None:
-        candidates = shortlist.candidates(batch.src, model.tgt_vocab_size)
+        candidates = shortlist.candidates(src, model.tgt_vocab_size)
         output = model.output_rows(candidates.shared, candidates.own, candidates.valid)
         state = ModelState(decoder_state, memory, None, candidates.ids, output, sentence)
-    max_lengths = max_output_lengths(batch.src_lengths, cfg).to(batch.src.device)
+    max_lengths = max_output_lengths(src_lengths, cfg).to(src.device)
     if cfg.beam_size == 1:
-        hyps = greedy_search(model_step(model), state, max_lengths, keep_attention=keep_attention)
+        if cfg.sampling:
+            sampler = Sampler(cfg, sample_streams(batch.src, batch.src_lengths, cfg.seed, cfg.nbest))
+            hyps = sample_search(model_step(model), state, max_lengths, sampler, keep_attention=keep_attention)
+        else:
+            hyps = greedy_search(model_step(model), state, max_lengths, keep_attention=keep_attention)
         if keep_attention:
-            for hyp, length in zip(hyps, batch.src_lengths.tolist()):
+            for hyp, length in zip(hyps, src_lengths.tolist()):
                 hyp.attention = hyp.attention[:, :length]  # type: ignore[index]
-        return [[h] for h in hyps]
+        n = cfg.nbest if cfg.sampling else 1
+        return [hyps[i : i + n] for i in range(0, len(hyps), n)]
     if keep_attention:
-        raise ValueError("attention weights are kept by greedy search only (beam_size=1)")
+        raise ValueError("attention weights are kept by greedy search and sampling only (beam_size=1)")
     # every sentence's decoder state once per beam (sentence-major rows); the memory stays one row per sentence
     state = state.index_select(sentence.repeat_interleave(cfg.beam_size))
     return beam_search(model_step(model), state, max_lengths, cfg.beam_size, cfg.alpha, cfg.nbest)

@@ -2,9 +2,10 @@
 
 `create_app(translator, info, limits, ...)` returns a FastAPI app:
 
-- `POST /translate` {"text": [lines], "beam_size"?, "nbest"?, "alpha"?, "attention"?} -> exactly one entry
-  per line, in order, each holding the `nbest` hypotheses (text, score, log-probability and, when asked
-  for, the attention matrix over source and output pieces);
+- `POST /translate` {"text": [lines], "beam_size"?, "nbest"?, "alpha"?, "attention"?, "sampling"?, "top_k"?,
+  "top_p"?, "epsilon"?, "temperature"?, "seed"?} -> exactly one entry per line, in order, each holding the
+  `nbest` hypotheses (or with sampling `nbest` samples: text, score, log-probability and, when asked for,
+  the attention matrix over source and output pieces);
 - `GET /health` (status and the batching counters), `GET /info` (the model), `GET /` (the page),
   `GET /docs` (OpenAPI, from FastAPI).
 
@@ -52,7 +53,7 @@ class Limits:
     max_body_bytes: int = 1_000_000  # --max-body-bytes
     max_lines: int = 100  # --max-lines: lines (sentences) per request
     max_line_chars: int = 2000  # --max-line-chars: characters per line
-    max_beam_size: int = 16  # --max-beam-size: also bounds nbest
+    max_beam_size: int = 16  # --max-beam-size: also bounds nbest (and the samples per line)
     max_alpha: float = 2.0  # --max-alpha: the length penalty's alpha is in [0, max_alpha]
     max_queued_sentences: int = 2000  # --max-queued-sentences: beyond it a request gets 503 (busy)
 
@@ -65,6 +66,16 @@ class DecodeSettings:
     nbest: int
     alpha: float
     attention: bool
+    sampling: bool = False
+    top_k: int = 0
+    top_p: float = 1.0
+    epsilon: float = 0.0
+    temperature: float = 1.0
+    seed: int = 0
+
+
+SAMPLING_FIELDS = ("top_k", "top_p", "epsilon", "temperature", "seed")  # they apply with "sampling": true only
+MAX_SEED = 2**63 - 1
 
 
 class RequestError(Exception):
@@ -88,6 +99,12 @@ class TranslateRequest(BaseModel):
     nbest: int | None = Field(None, description="hypotheses per line (1..beam_size); default 1")
     alpha: float | None = Field(None, description="length penalty ((5+len)/6)^alpha; default: the checkpoint's")
     attention: bool = Field(False, description="also return each hypothesis' attention over the source pieces")
+    sampling: bool = Field(False, description="draw each output from the model's distribution; nbest: samples")
+    top_k: int | None = Field(None, description="sampling: from the k most probable tokens only (0: all, 1: greedy)")
+    top_p: float | None = Field(None, description="sampling: from the fewest most probable tokens whose mass is p")
+    epsilon: float | None = Field(None, description="sampling: never a token whose probability is below epsilon")
+    temperature: float | None = Field(None, description="sampling: divides the log-probabilities (> 0)")
+    seed: int | None = Field(None, description="sampling: with each sentence, decides its samples (default 0)")
 
 
 class Attention(BaseModel):
@@ -113,6 +130,12 @@ class TranslateResponse(BaseModel):
     nbest: int
     alpha: float
     attention: bool
+    sampling: bool
+    top_k: int
+    top_p: float
+    epsilon: float
+    temperature: float
+    seed: int
 
 
 class ErrorOut(BaseModel):
@@ -166,6 +189,7 @@ def _type_error(exc: ValidationError) -> RequestError:
     if error["type"] == "missing":
         return RequestError(422, field, f"{field} is required: a list of sentences (strings)")
     expected = {"text": "a list of strings", "beam_size": "an integer", "nbest": "an integer", "alpha": "a number"}
+    expected.update(top_k="an integer", seed="an integer", top_p="a number", epsilon="a number", temperature="a number")
     wanted = expected.get(field, "a string" if field.startswith("text[") else "true or false")
     return RequestError(422, field, f"{field} must be {wanted}, not {json.dumps(error['input'])[:40]}")
 
@@ -198,13 +222,19 @@ def check_settings(
     defaults: DecodeSettings,
     attention_problem: Callable[[int], str | None],
 ) -> DecodeSettings:
-    """beam_size in [1, max_beam_size] (when omitted: the default, raised to nbest), nbest in [1, beam_size],
-    alpha in [0, max_alpha], and attention only where the model can give it."""
+    """beam_size in [1, max_beam_size] (when omitted: the default, raised to nbest; with sampling 1), nbest in
+    [1, beam_size] (with sampling: [1, max_beam_size] samples), alpha in [0, max_alpha], the sampling fields in
+    their ranges (and only with sampling), and attention only where the model can give it."""
     nbest = 1 if request.nbest is None else request.nbest
     if not 1 <= nbest <= limits.max_beam_size:
         raise RequestError(
             422, "nbest", f"nbest must be between 1 and {limits.max_beam_size} (--max-beam-size), not {nbest}"
         )
+    if request.sampling:
+        return check_sampling(request, nbest, defaults, attention_problem)
+    for name in SAMPLING_FIELDS:
+        if getattr(request, name) is not None:
+            raise RequestError(422, name, f'{name} applies to sampling only: add "sampling": true')
     beam_size = max(defaults.beam_size, nbest) if request.beam_size is None else request.beam_size
     if not 1 <= beam_size <= limits.max_beam_size:
         raise RequestError(
@@ -220,6 +250,36 @@ def check_settings(
     if request.attention and (problem := attention_problem(beam_size)):
         raise RequestError(422, "attention", problem)
     return DecodeSettings(beam_size, nbest, float(alpha), request.attention)
+
+
+def check_sampling(
+    request: TranslateRequest, nbest: int, defaults: DecodeSettings, attention_problem: Callable[[int], str | None]
+) -> DecodeSettings:
+    """The settings of a sampling request: beam_size 1 (or absent), top_k >= 0, top_p in (0, 1], epsilon in
+    [0, 1), temperature > 0 (at most 100), seed in [0, 2^63 - 1]; omitted ones take the server's defaults."""
+    if request.beam_size not in (None, 1):
+        raise RequestError(422, "beam_size", f"sampling searches no beam: beam_size must be 1, not {request.beam_size}")
+
+    def value(name: str) -> Any:
+        given = getattr(request, name)
+        return getattr(defaults, name) if given is None else given
+
+    top_k, top_p, epsilon, temperature, seed = (value(name) for name in SAMPLING_FIELDS)
+    problems = [
+        ("top_k", top_k >= 0, "must be at least 0 (0: all tokens)"),
+        ("top_p", 0 < top_p <= 1, "must be in (0, 1]"),
+        ("epsilon", 0 <= epsilon < 1, "must be in [0, 1)"),
+        ("temperature", 0 < temperature <= 100, "must be in (0, 100]"),
+        ("seed", 0 <= seed <= MAX_SEED, "must be between 0 and 2^63 - 1"),
+    ]
+    for name, ok, rule in problems:
+        if not ok:  # also for NaN
+            raise RequestError(422, name, f"{name} {rule}, not {value(name)}")
+    if request.attention and (problem := attention_problem(1)):
+        raise RequestError(422, "attention", problem)
+    return DecodeSettings(
+        1, nbest, defaults.alpha, request.attention, True, top_k, float(top_p), float(epsilon), float(temperature), seed
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -260,7 +320,7 @@ class Translator:
         return None
 
     def __call__(self, settings: DecodeSettings, sentences: list[str]) -> list[dict[str, Any]]:
-        cfg = replace(self.decode, beam_size=settings.beam_size, nbest=settings.nbest, alpha=settings.alpha)
+        cfg = replace(self.decode, **{k: v for k, v in asdict(settings).items() if k != "attention"})
         hypotheses = translate_sentences(
             self.model,
             self.tokenizer,

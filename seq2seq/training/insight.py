@@ -240,7 +240,7 @@ def greedy_attention(
     """
     if model.decoder.attention is None:
         raise ValueError("the model has no attention (model.attention=none)")
-    greedy = replace(decode or DecodeConfig(), beam_size=1, nbest=1)
+    greedy = replace(decode or DecodeConfig(), beam_size=1, nbest=1, sampling=False)
     batch = Batch(src, src_lengths, None, None, list(range(src.size(0))))
     results = []
     for (hyp,) in translate_batch(model, batch, greedy, keep_attention=True):

@@ -64,7 +64,7 @@ def greedy_translations(
     progress: bool = False,
 ) -> list[str]:
     """`model`'s greedy translations of `sentences` (what validation BLEU scores), detokenized."""
-    greedy = replace(decode, beam_size=1, nbest=1)
+    greedy = replace(decode, beam_size=1, nbest=1, sampling=False)
     return best_strings(tokenizer, translate_sentences(model, tokenizer, sentences, greedy, device, progress=progress))
 
 
@@ -142,6 +142,10 @@ def evaluate_test_set(
     progress: bool = False,
 ) -> CheckpointScores:
     """Greedy and beam-`beam_size` scores of `model` on the test split."""
-    greedy, _ = search_bleu(model, tokenizer, test, replace(decode, beam_size=1, nbest=1), device, progress)
-    beam, _ = search_bleu(model, tokenizer, test, replace(decode, beam_size=beam_size, nbest=1), device, progress)
+    greedy, _ = search_bleu(
+        model, tokenizer, test, replace(decode, beam_size=1, nbest=1, sampling=False), device, progress
+    )
+    beam, _ = search_bleu(
+        model, tokenizer, test, replace(decode, beam_size=beam_size, nbest=1, sampling=False), device, progress
+    )
     return CheckpointScores(greedy, beam)
