@@ -21,6 +21,7 @@ endif
 
 quickstart: setup
 	$(BIN)/python -m seq2seq.train +experiment=gru
+	@echo "(the commands run in the environment: . $(VENV)/bin/activate, or $(BIN)/python -m seq2seq.translate ...)"
 
 test: setup
 	$(BIN)/python -m pytest -q

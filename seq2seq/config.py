@@ -23,6 +23,7 @@ LR_SCHEDULERS = ("none", "plateau", "warmup_decay")
 TF_SCHEDULES = ("constant", "linear", "inverse_sigmoid")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+FREEZE_PARTS = ("embeddings", "encoder", "decoder", "attention", "output")
 MATMUL_PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -129,6 +130,10 @@ class TrainConfig:
     test_beam_size: int = 5  # beam size for the final test scoring
     max_bad_steps: int = 10  # stop when more steps than this in a row have a non-finite loss or gradient
     resume: str | None = None  # continue a run: a checkpoint path, or auto (run_dir/checkpoints/last.pt)
+    init_from: str | None = None  # fine-tune: a new run from this checkpoint's (or run folder's) weights and subwords
+    freeze: list[str] = field(
+        default_factory=list
+    )  # with init_from: parts kept fixed: embeddings, encoder, decoder, attention, output
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA or a CPU with bf16) | fp16 (CUDA, with a gradient scaler)
     matmul_precision: str = "auto"  # decoder/output training products: auto (measured: the faster) | fp32 | bf16
     insight: bool = True  # at each validation: attention heatmaps, gate statistics, gradient by source distance
@@ -266,6 +271,16 @@ def validate_train(t: TrainConfig) -> None:
     _at_least("train.max_bad_steps", t.max_bad_steps, 0)
     if t.resume is not None and not str(t.resume).strip():
         raise ConfigError("train.resume must be a checkpoint path, auto, or null")
+    if t.init_from is not None and not str(t.init_from).strip():
+        raise ConfigError("train.init_from must be a checkpoint path or run folder, or null")
+    if isinstance(t.freeze, str) or not all(isinstance(part, str) for part in t.freeze):
+        raise ConfigError(f"train.freeze must be a list such as [embeddings, encoder], got {t.freeze!r}")
+    for part in t.freeze:
+        _choice("train.freeze", part, FREEZE_PARTS)
+    if t.freeze and t.init_from is None:
+        raise ConfigError(
+            "train.freeze keeps trained parts fixed: it needs train.init_from (a checkpoint to start from)"
+        )
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
     _positive("train.insight_sentences", t.insight_sentences)

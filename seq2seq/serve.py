@@ -31,10 +31,11 @@ import torch
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import Config, ConfigError
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding.loading import checkpoint_path, load_for_decoding
+from seq2seq.decoding.loading import load_for_decoding
 from seq2seq.device import resolve_device
 from seq2seq.model.quantize import QUANTIZATIONS
 from seq2seq.results import RunResults
+from seq2seq.run_folders import checkpoint_path
 
 log = logging.getLogger("seq2seq.serve")
 

@@ -43,7 +43,8 @@ def hydra_main(cfg: DictConfig) -> float:
         logging.getLogger().setLevel(logging.WARNING)
     log.info("run directory: %s", run_dir)
     try:
-        results = train(config, run_dir)
+        given = [override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task]
+        results = train(config, run_dir, given)
     except (ConfigError, CheckpointError) as exc:
         return _fail(2, f"config error: {exc}" if isinstance(exc, ConfigError) else str(exc), run_dir)
     except CorpusError as exc:

@@ -68,7 +68,7 @@ def test_a_plain_pickle_given_as_checkpoint_warns_nothing(tmp_path, monkeypatch,
 
 # ------------------------------------------------------------------ a run folder
 def test_a_run_folder_means_its_best_checkpoint(run_dir, monkeypatch, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="seq2seq.decoding.loading")
+    caplog.set_level(logging.INFO, logger="seq2seq.run_folders")
     status, out, err, _ = run_translate([run_dir, "--device", "cpu"], "der Hund .\n", monkeypatch, capsys)
     assert status == 0, err
     assert len(out.splitlines()) == 1
@@ -76,7 +76,7 @@ def test_a_run_folder_means_its_best_checkpoint(run_dir, monkeypatch, capsys, ca
 
 
 def test_evaluate_takes_a_run_folder_too(run_dir, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="seq2seq.decoding.loading")
+    caplog.set_level(logging.INFO, logger="seq2seq.run_folders")
     args = [str(run_dir), "--src", str(run_dir / "src.de"), "--ref", str(run_dir / "ref.en"), "--device", "cpu"]
     assert evaluate.main([*args, "--json"]) == 0
     assert '"sentences": 2' in capsys.readouterr().out

@@ -91,3 +91,25 @@ def test_resume_under_torchrun_continues_like_an_uninterrupted_run(tmp_path, spm
         assert torch.equal(split["model"][name], value), name
     for a, b in zip(whole["optimizer"]["state"].values(), split["optimizer"]["state"].values()):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_finetuning_under_torchrun_freezes_and_resumes_exactly(tmp_path, spm_cache, whole_run):
+    """train.init_from + train.freeze under torchrun: the frozen encoder stays the start's, bit for bit, and a
+    fine-tuning run stopped and resumed under torchrun ends where an uninterrupted one does."""
+    start = whole_run[0] / "checkpoints" / "last.pt"
+    finetune = (f"train.init_from={start}", "train.freeze=[encoder]")
+    torchrun(tmp_path / "whole", spm_cache, *finetune)
+    torchrun(tmp_path / "split", spm_cache, *finetune, "train.max_steps=2")
+    torchrun(tmp_path / "split", spm_cache, *finetune, "train.resume=auto")
+    initial, whole, split = (
+        load_checkpoint(path)
+        for path in (
+            start,
+            tmp_path / "whole" / "checkpoints" / "last.pt",
+            tmp_path / "split" / "checkpoints" / "last.pt",
+        )
+    )
+    assert whole["step"] == split["step"] == 4  # a fresh step counter: not the start's 4 + 4
+    for name, value in whole["model"].items():
+        assert torch.equal(split["model"][name], value), name
+        assert torch.equal(value, initial["model"][name]) == name.startswith("encoder."), name

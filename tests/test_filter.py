@@ -21,10 +21,10 @@ import torch
 from seq2seq import translate
 from seq2seq.checkpoint import CheckpointError, is_text_file
 from seq2seq.config import ConfigError
-from seq2seq.decoding.loading import checkpoint_path
 from seq2seq.device import resolve_device
 from seq2seq.files import stdout_may_close
 from seq2seq.results import CheckpointScores, RunResults, SearchScores, TrainSummary, ValidSummary
+from seq2seq.run_folders import checkpoint_path
 
 from .conftest import REPO
 from .tiny_models import corpus_lines, tiny_checkpoint, tiny_tokenizer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -109,3 +111,27 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> S
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# train.freeze's parts (config.FREEZE_PARTS): the parameters whose names start with these prefixes
+FREEZABLE: dict[str, tuple[str, ...]] = {
+    "embeddings": ("encoder.embedding.", "decoder.embedding."),
+    "encoder": ("encoder.",),
+    "decoder": ("decoder.",),
+    "attention": ("decoder.attention.",),
+    "output": ("decoder.readout.", "decoder.output."),
+}
+
+
+def freeze(model: nn.Module, parts: Sequence[str]) -> int:
+    """Keep `parts` (names of FREEZABLE) fixed: their parameters get no gradient and no update. Returns how many
+    parameter values are frozen. A tied output layer is the target embedding: freezing either freezes both."""
+    prefixes = tuple(prefix for part in parts for prefix in FREEZABLE[part])
+    named = model.named_parameters(remove_duplicate=False)  # a tied weight under each of its names
+    chosen = {id(param) for name, param in named if name.startswith(prefixes)}
+    frozen = 0
+    for param in model.parameters():  # each tensor once
+        if id(param) in chosen:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen

@@ -124,12 +124,18 @@ class BatchTrace:
 
 @contextmanager
 def probing(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout, so no random draws) for the duration; the previous mode afterwards."""
+    """Eval mode (no dropout, so no random draws) and every parameter differentiable (a frozen part, `train.freeze`,
+    still passes gradients through to the states the probe measures) for the duration; as before afterwards."""
     was_training = model.training
+    frozen = [p for p in model.parameters() if not p.requires_grad]
     model.eval()
+    for p in frozen:
+        p.requires_grad_(True)
     try:
         yield
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from seq2seq.device import resolve_device
 from seq2seq.metrics import bleu_and_chrf
 from seq2seq.model.seq2seq import count_parameters
 from seq2seq.results import CheckpointScores, RunResults, TrainSummary, ValidSummary
-from seq2seq.training import distributed
+from seq2seq.training import distributed, finetune
 from seq2seq.training.checkpoints import check_resume_config, find_resume_checkpoint
 from seq2seq.training.distributed import DistributedContext
 from seq2seq.training.trainer import Trainer
@@ -31,11 +32,13 @@ from seq2seq.training.validation import evaluate_checkpoint, greedy_translations
 log = logging.getLogger("seq2seq.training.trainer")
 
 
-def train(config: Config, run_dir: Path) -> RunResults | None:
+def train(config: Config, run_dir: Path, given: Collection[str] = ()) -> RunResults | None:
     """The whole run: returns (and writes to `run_dir/results.json`) the test scores and run summary.
 
     Under torchrun every rank calls this; rank 0's `run_dir` is used by all, and only rank 0
-    tests and writes `results.json` (the other ranks return None after training).
+    tests and writes `results.json` (the other ranks return None after training). `given`: the keys set on
+    the command line (`model.hidden_size`, ...): with `train.init_from`, one that differs from the checkpoint's
+    architecture is an error.
     """
     torch.manual_seed(config.train.seed)
     random.seed(config.train.seed)
@@ -48,11 +51,23 @@ def train(config: Config, run_dir: Path) -> RunResults | None:
         run_dir.mkdir(parents=True, exist_ok=True)
         resume = find_resume_checkpoint(config, run_dir)
         payload = load_checkpoint(resume) if resume is not None else None
+        initial = None
+        if config.train.init_from is not None and payload is not None:  # resuming a fine-tuning run: its own
+            saved = Config.from_dict(payload["config"])  # checkpoint holds the architecture it took over
+            config = finetune.adopt_architecture(config, saved.model, saved.tokenizer, given)
+        elif config.train.init_from is not None:  # fine-tuning: the checkpoint's weights, architecture and subwords
+            initial = finetune.load_initial(config.train.init_from)
+            config = finetune.adopt_architecture(config, initial.model_config, initial.tokenizer_config, given)
+            log.info("train.init_from: starting from the weights of %s", initial.path)
         if payload is not None:
             check_resume_config(payload["config"], config, resume)
         tokenizer = Tokenizer.from_dict(payload["tokenizer"]) if payload is not None else None
+        if tokenizer is None and initial is not None:
+            tokenizer = initial.tokenizer
         data = prepare_on_rank_0_first(ctx, config, tokenizer)
-        trainer = Trainer(config, run_dir, data, ctx)
+        if initial is not None and ctx.is_main:
+            log.info("train.init_from: %s", finetune.vocabulary_coverage(initial.tokenizer, data))
+        trainer = Trainer(config, run_dir, data, ctx, initial_weights=initial.model if initial else None)
         if ctx.enabled:  # same initial weights everywhere (same seed), different dropout masks per rank
             torch.manual_seed(config.train.seed + 7919 * ctx.rank)
         if payload is not None:

@@ -28,7 +28,7 @@ from seq2seq.data.batches import epoch_batches, make_batch
 from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.data.sampled import EpochPairs
 from seq2seq.device import training_device
-from seq2seq.model.seq2seq import Seq2Seq, build_model, count_parameters
+from seq2seq.model.seq2seq import Seq2Seq, build_model, count_parameters, freeze
 from seq2seq.training.checkpoints import CheckpointSaver, restore_rng_states, rng_states
 from seq2seq.training.distributed import DistributedContext, shard
 from seq2seq.training.insight import InsightProbe
@@ -70,8 +70,14 @@ class Trainer:
     """
 
     def __init__(
-        self, config: Config, run_dir: Path, data: PreparedData, dist: DistributedContext | None = None
+        self,
+        config: Config,
+        run_dir: Path,
+        data: PreparedData,
+        dist: DistributedContext | None = None,
+        initial_weights: dict[str, Any] | None = None,
     ) -> None:
+        """`initial_weights`: a state dict to start from (fine-tuning, `train.init_from`) instead of random ones."""
         self.config, self.cfg, self.data = config, config.train, data
         self.dist = dist or DistributedContext()
         self.run_dir = Path(run_dir)
@@ -79,6 +85,13 @@ class Trainer:
         self.device = training_device(self.cfg.device, self.dist.local_rank if self.dist.enabled else None)
         tok = data.tokenizer
         self.model: Seq2Seq = build_model(config.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
+        if initial_weights is not None:
+            self.model.load_state_dict(initial_weights)
+        if self.cfg.freeze:  # before the optimizer is built over the parameters that still learn
+            frozen = freeze(self.model, self.cfg.freeze)
+            log.info(
+                "train.freeze=%s: %d of %d parameters fixed", self.cfg.freeze, frozen, count_parameters(self.model)
+            )
         train_model: nn.Module = self.model  # DDP averages the gradients over ranks
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
