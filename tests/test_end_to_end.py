@@ -115,6 +115,7 @@ def test_evaluate_matches_the_run_greedy_score(run):
     assert scores["chrf"] == pytest.approx(results["test"]["greedy"]["chrf"], abs=0.01)
 
 
+@pytest.mark.slow  # a command in a subprocess (the quick tier has the in-process checks)
 def test_translate_refuses_a_broken_checkpoint_with_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -148,6 +149,7 @@ def test_tensorboard_event_files_hold_the_named_scalars(run):
     assert any(tag.startswith("valid/samples") for tag in events.Tags()["tensors"])
 
 
+@pytest.mark.slow  # a command in a subprocess (the quick tier has the in-process checks)
 def test_hub_dataset_without_network_fails_fast_with_a_hint(tmp_path):
     start = time.monotonic()
     proc = cli("train", "data=multi30k", f"hydra.run.dir={tmp_path}")

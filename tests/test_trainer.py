@@ -88,7 +88,9 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_weights(tmp_path, mon
 
 
 def test_validation_scores_and_checkpoints(tmp_path):
-    trainer = tiny_trainer(tmp_path, max_steps=2, validate_every=1, early_stopping_patience=None, insight=True)
+    trainer = tiny_trainer(
+        tmp_path, max_steps=2, validate_every=1, early_stopping_patience=None, insight=True, insight_sentences=1
+    )
     state = trainer.fit()
     assert [row["step"] for row in state.history] == [1, 2]
     assert all(math.isfinite(row["loss"]) and row["perplexity"] >= 1.0 for row in state.history)
