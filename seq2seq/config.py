@@ -334,11 +334,11 @@ def validate_decode(dec: DecodeConfig) -> None:
     _at_least("decode.top_k", dec.top_k, 0)
     if isinstance(dec.top_k, float):
         raise ConfigError(f"decode.top_k must be an integer >= 0, got {dec.top_k!r}")
-    if not isinstance(dec.top_p, (int, float)) or isinstance(dec.top_p, bool) or not 0 < dec.top_p <= 1:
+    if not _is_number(dec.top_p) or not 0 < dec.top_p <= 1:
         raise ConfigError(f"decode.top_p must be in (0, 1], got {dec.top_p!r}")
-    if not isinstance(dec.epsilon, (int, float)) or isinstance(dec.epsilon, bool) or not 0 <= dec.epsilon < 1:
+    if not _is_number(dec.epsilon) or not 0 <= dec.epsilon < 1:
         raise ConfigError(f"decode.epsilon must be in [0, 1), got {dec.epsilon!r}")
-    if not isinstance(dec.temperature, (int, float)) or isinstance(dec.temperature, bool) or dec.temperature <= 0:
+    if not _is_number(dec.temperature) or not dec.temperature > 0:  # `not >`: NaN too
         raise ConfigError(f"decode.temperature must be a number > 0, got {dec.temperature!r}")
     if not isinstance(dec.seed, int) or isinstance(dec.seed, bool) or dec.seed < 0:
         raise ConfigError(f"decode.seed must be an integer >= 0, got {dec.seed!r}")
@@ -397,11 +397,16 @@ def _positive(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def _is_number(value: Any) -> bool:
+    """An int or float, not a bool (True is an int to Python, not a number to a config)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _at_least(key: str, value: Any, low: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
+    if not _is_number(value) or value < low:
         raise ConfigError(f"{key} must be a number >= {low}, got {value!r}")
 
 
 def _in_range(key: str, value: Any, low: float, high: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+    if not _is_number(value) or not low <= value <= high:
         raise ConfigError(f"{key} must be in [{low}, {high}], got {value!r}")

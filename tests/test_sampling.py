@@ -207,7 +207,12 @@ def test_the_server_samples_as_translate_does_however_it_batches(tmp_path):
         assert client.get("/health").json()["largest_batch"] > 1
         refusals = [
             client.post("/translate", json={"text": ["a"], **body})
-            for body in ({"sampling": True, "beam_size": 3}, {"sampling": True, "top_p": 0}, {"top_k": 3})
+            for body in (
+                {"sampling": True, "beam_size": 3},
+                {"sampling": True, "top_p": 0},
+                {"top_k": 3},
+                {"sampling": True, "temperature": 101},
+            )
         ]
     texts = [[h["text"] for h in entry["translations"][0]["hypotheses"]] for entry in alone]
     assert [[h["text"] for h in results[i]["translations"][0]["hypotheses"]] for i in range(len(lines))] == texts
@@ -223,5 +228,7 @@ def test_the_server_samples_as_translate_does_however_it_batches(tmp_path):
         (422, "beam_size"),
         (422, "top_p"),
         (422, "top_k"),
+        (422, "temperature"),
     ]
     assert "sampling" in refusals[2].json()["error"]
+    assert "top_p must be in (0, 1]" in refusals[1].json()["error"]

@@ -57,7 +57,7 @@ def uniforms(streams: np.ndarray, position: int) -> np.ndarray:
 
 
 class Sampler:
-    """Draws one token per row from a step's log-probabilities (`search.sample_search` calls `pick`).
+    """Draws one token per row from a step's log-probabilities (`search.one_token_at_a_time` calls `pick`).
 
     `streams` (rows,) uint64: each row's random stream (`sample_streams`), in the order of the search's rows.
     """

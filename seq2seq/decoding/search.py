@@ -6,8 +6,8 @@ answers two calls: `index_select(rows)` keeps only some rows (a sentence that is
 batch, so no time is spent on it), and `reorder(rows)` moves rows within each sentence's beam
 (beam search only; whatever a sentence's beams share, like the encoder memory, can stay put).
 Greedy is the beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
-Sampling (`sample_search`) is greedy search that draws each token instead of taking the most probable one
-(`seq2seq.decoding.sampling`): one loop, `one_token_at_a_time`, serves both.
+Sampling is greedy search that draws each token instead of taking the most probable one: one loop,
+`one_token_at_a_time`, serves both, with `most_probable` or a `seq2seq.decoding.sampling.Sampler`'s pick.
 Forced decoding (`forced_decode`, for scoring and attention) runs the same step on given outputs.
 The model may be one `Seq2Seq` or an `Ensemble` (`seq2seq.decoding.ensemble`): both offer `encode` and `decode_step`.
 """
@@ -95,21 +95,6 @@ def greedy_search(
     `state.attention` (live rows, src_len), and every hypothesis keeps its rows.
     """
     return one_token_at_a_time(step, state, max_lengths, most_probable, bos, eos, keep_attention)
-
-
-@torch.no_grad()
-def sample_search(
-    step: StepFn,
-    state: Any,
-    max_lengths: Tensor,
-    sampler: Sampler,
-    bos: int = BOS_ID,
-    eos: int = EOS_ID,
-    keep_attention: bool = False,
-) -> list[Hypothesis]:
-    """Draw every token from the model's distribution as `sampler` narrows it, one sample per row.
-    max_lengths: (rows,) output tokens allowed. Each hypothesis's log-probability is the model's own."""
-    return one_token_at_a_time(step, state, max_lengths, sampler.pick, bos, eos, keep_attention)
 
 
 def one_token_at_a_time(
@@ -376,11 +361,10 @@ def translate_batch(
         state = ModelState(decoder_state, memory, None, candidates.ids, output, sentence)
     max_lengths = max_output_lengths(src_lengths, cfg).to(src.device)
     if cfg.beam_size == 1:
-        if cfg.sampling:
-            sampler = Sampler(cfg, sample_streams(batch.src, batch.src_lengths, cfg.seed, cfg.nbest))
-            hyps = sample_search(model_step(model), state, max_lengths, sampler, keep_attention=keep_attention)
-        else:
-            hyps = greedy_search(model_step(model), state, max_lengths, keep_attention=keep_attention)
+        pick = most_probable
+        if cfg.sampling:  # one random stream per sample, from the sentence and the seed
+            pick = Sampler(cfg, sample_streams(batch.src, batch.src_lengths, cfg.seed, cfg.nbest)).pick
+        hyps = one_token_at_a_time(model_step(model), state, max_lengths, pick, keep_attention=keep_attention)
         if keep_attention:
             for hyp, length in zip(hyps, src_lengths.tolist()):
                 hyp.attention = hyp.attention[:, :length]  # type: ignore[index]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
@@ -32,7 +33,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from seq2seq.config import DecodeConfig
+from seq2seq.config import ConfigError, DecodeConfig, validate_decode
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.inference import AttentionMap, hypothesis_attention, translate_sentences
 from seq2seq.decoding.lexicon import LexicalShortlist
@@ -72,6 +73,10 @@ class DecodeSettings:
     epsilon: float = 0.0
     temperature: float = 1.0
     seed: int = 0
+
+    def decode_fields(self) -> dict[str, Any]:
+        """The settings that are `DecodeConfig` fields (all but `attention`)."""
+        return {k: v for k, v in asdict(self).items() if k != "attention"}
 
 
 SAMPLING_FIELDS = ("top_k", "top_p", "epsilon", "temperature", "seed")  # they apply with "sampling": true only
@@ -265,21 +270,23 @@ def check_sampling(
         return getattr(defaults, name) if given is None else given
 
     top_k, top_p, epsilon, temperature, seed = (value(name) for name in SAMPLING_FIELDS)
-    problems = [
-        ("top_k", top_k >= 0, "must be at least 0 (0: all tokens)"),
-        ("top_p", 0 < top_p <= 1, "must be in (0, 1]"),
-        ("epsilon", 0 <= epsilon < 1, "must be in [0, 1)"),
-        ("temperature", 0 < temperature <= 100, "must be in (0, 100]"),
-        ("seed", 0 <= seed <= MAX_SEED, "must be between 0 and 2^63 - 1"),
-    ]
-    for name, ok, rule in problems:
-        if not ok:  # also for NaN
-            raise RequestError(422, name, f"{name} {rule}, not {value(name)}")
-    if request.attention and (problem := attention_problem(1)):
-        raise RequestError(422, "attention", problem)
-    return DecodeSettings(
+    settings = DecodeSettings(
         1, nbest, defaults.alpha, request.attention, True, top_k, float(top_p), float(epsilon), float(temperature), seed
     )
+    try:  # the ranges of the decode config (one home), named as the request's fields
+        validate_decode(DecodeConfig(**settings.decode_fields()))
+    except ConfigError as exc:
+        field = re.match(r"decode\.(\w+)", str(exc))
+        raise RequestError(422, field.group(1) if field else "body", str(exc).replace("decode.", "")) from None
+    for name, ok, bound in (
+        ("temperature", temperature <= 100, "at most 100"),
+        ("seed", seed <= MAX_SEED, "below 2^63"),
+    ):
+        if not ok:  # the server's own bounds
+            raise RequestError(422, name, f"{name} must be {bound} on this server, not {value(name)}")
+    if request.attention and (problem := attention_problem(1)):
+        raise RequestError(422, "attention", problem)
+    return settings
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -320,7 +327,7 @@ class Translator:
         return None
 
     def __call__(self, settings: DecodeSettings, sentences: list[str]) -> list[dict[str, Any]]:
-        cfg = replace(self.decode, **{k: v for k, v in asdict(settings).items() if k != "attention"})
+        cfg = replace(self.decode, **settings.decode_fields())
         hypotheses = translate_sentences(
             self.model,
             self.tokenizer,
