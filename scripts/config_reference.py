@@ -86,6 +86,13 @@ SECTION_NOTES = {
 hub records; the split prefixes are file stems for local files and split names on the hub. Pairs with
 an empty side are dropped from every split; the length filters (`data.max_length`,
 `data.max_length_ratio`) apply to the training split only. See [data.md](data.md).
+
+`data.corpora` adds training corpora to the main one, each a mapping of the `data.corpora[].*` keys,
+whose null keys take the main corpus's values:
+`'data.corpora=[{dir: PATH/TO/bt, tag: "<BT>"}, {prefix: train_extra, weight: 2}]'`. Validation and
+test sets come from the main corpus, or with `data.target_tags` from the first corpus of each language
+pair. Tags are user-defined SentencePiece symbols, one piece each. See
+[adapting.md](adapting.md#several-corpora-and-languages).
 """,
     "tokenizer": """\
 Special ids are fixed: pad 0, unk 1, bos 2, eos 3. A small corpus may give a smaller vocabulary than
@@ -154,6 +161,13 @@ def sections() -> list[Section]:
             Row(f"{section_field.name}.{f.name}", format_default(_default(f)), comments.get(f.name, ""))
             for f in dataclasses.fields(cls)
         ]
+        if cls is config_module.DataConfig:  # the keys of each entry of data.corpora
+            entry = config_module.CorpusConfig
+            entry_comments = field_comments(entry)
+            rows += [
+                Row(f"data.corpora[].{f.name}", format_default(_default(f)), entry_comments.get(f.name, ""))
+                for f in dataclasses.fields(entry)
+            ]
         result.append(Section(section_field.name, inspect.cleandoc(cls.__doc__ or ""), rows))
     return result
 

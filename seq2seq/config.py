@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,26 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class CorpusConfig:
+    """One more training corpus, an entry of `data.corpora` (back-translations, another domain, another
+    language pair). A key left null takes the main corpus's value (`data.*`): `{prefix: train_bt, tag: "<BT>"}`
+    is another pair of files in the main corpus's folder. Only its training pairs are read."""
+
+    name: str | None = None  # a label for logs and results.json (null: the folder or dataset, and the prefix)
+    source: str | None = None  # auto | local | hub (null: auto when dir or hub_name is given, else data.source)
+    format: str | None = None  # text | tsv | jsonl (null: data.format)
+    dir: str | None = None  # local folder (null, with no hub_name either: data.dir)
+    hub_name: str | None = None  # a hub dataset (null, with no dir either: data.hub_name)
+    hub_config: str | None = None  # the hub dataset's configuration (null: data.hub_config for the same dataset)
+    src_lang: str | None = None  # null: data.src_lang
+    tgt_lang: str | None = None  # null: data.tgt_lang
+    prefix: str | None = None  # the training split's file stem or hub split (null: data.train_prefix)
+    tag: str | None = None  # before every source sentence, one subword piece: <BT> (tagged back-translation)
+    weight: float = 1.0  # pairs per epoch = weight x kept pairs: 2 repeats each pair, 0.5 takes a random half
+    max_pairs: int | None = None  # keep only the first N pairs of this corpus (null: all)
+
+
+@dataclass
 class DataConfig:
     """Where the parallel corpus comes from and how it is cleaned."""
 
@@ -51,6 +72,10 @@ class DataConfig:
     max_train_pairs: int | None = None  # keep only the first N training pairs (quick experiments, tests)
     cache_dir: str | None = "~/.cache/seq2seq/data"  # the encoded training set, built once (null: encode every run)
     preprocess_workers: int | None = None  # processes that encode the training set (null: one per CPU core; 0: none)
+    tag: str | None = None  # the main corpus's source tag (as data.corpora's), also on its validation and test sources
+    weight: float = 1.0  # the main corpus's sampling weight per epoch (as data.corpora's)
+    corpora: list[CorpusConfig] = field(default_factory=list)  # more training corpora, trained on with the main one
+    target_tags: bool = False  # multilingual: every source starts with <2xx>, xx its corpus's tgt_lang (Johnson+ 2017)
 
     @property
     def resolved_source(self) -> str:
@@ -210,6 +235,52 @@ def validate_data(d: DataConfig) -> None:
         _positive("data.max_train_pairs", d.max_train_pairs)
     if d.preprocess_workers is not None:
         _at_least("data.preprocess_workers", d.preprocess_workers, 0)
+    _check_tag("data.tag", d.tag)
+    _check_weight("data.weight", d.weight)
+    for i, entry in enumerate(d.corpora):
+        where = f"data.corpora[{i}]"
+        if entry.source is not None:
+            _choice(f"{where}.source", entry.source, SOURCES)
+        if entry.format is not None:
+            _choice(f"{where}.format", entry.format, FORMATS)
+        if entry.source == "local" and not entry.dir:
+            raise ConfigError(f"{where}.dir must name a folder when {where}.source=local")
+        if entry.source == "hub" and not entry.hub_name:
+            raise ConfigError(f"{where}.hub_name must name a dataset when {where}.source=hub")
+        src, tgt = entry.src_lang or d.src_lang, entry.tgt_lang or d.tgt_lang
+        if src == tgt:
+            raise ConfigError(f"{where}: the source and target languages must differ (both {src!r})")
+        _check_tag(f"{where}.tag", entry.tag)
+        _check_weight(f"{where}.weight", entry.weight)
+        if entry.max_pairs is not None:
+            _positive(f"{where}.max_pairs", entry.max_pairs)
+    if d.target_tags:
+        for i, lang in enumerate([d.tgt_lang, *(entry.tgt_lang for entry in d.corpora)]):
+            where = "data.tgt_lang" if i == 0 else f"data.corpora[{i - 1}].tgt_lang"
+            if lang is not None:
+                _check_tag(f"{where} (data.target_tags)", target_tag(lang))
+
+
+TAG_PATTERN = re.compile(r"<[^\s<>\u2581]+>")
+
+
+def target_tag(lang: str) -> str:
+    """The source-side tag asking a multilingual model for output in `lang` (`data.target_tags`): <2fr>."""
+    return f"<2{lang}>"
+
+
+def _check_tag(key: str, tag: Any) -> None:
+    """A tag is one token in angle brackets (no spaces), so that it is one subword piece of its own."""
+    if tag is not None and (not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag)):
+        raise ConfigError(
+            f"{key}={tag!r} is not a single token: a tag is one word in angle brackets, such as <BT> (no spaces), "
+            "so that it stays one subword piece"
+        )
+
+
+def _check_weight(key: str, weight: Any) -> None:
+    if not _is_number(weight) or not 0 < weight < float("inf"):
+        raise ConfigError(f"{key} must be a number > 0 (pairs per epoch = weight x kept pairs), got {weight!r}")
 
 
 def validate_tokenizer(tok: TokenizerConfig) -> None:
@@ -350,7 +421,28 @@ def _build_section(name: str, factory: Any, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ConfigError("; ".join(unknown_key_message(f"{name}.{k}") for k in unknown))
+    if cls is DataConfig and values.get("corpora"):
+        values = {**values, "corpora": _corpus_entries(values["corpora"])}
     return cls(**values)
+
+
+def _corpus_entries(raw: Any) -> list[CorpusConfig]:
+    """`data.corpora` as `CorpusConfig`s (from dicts, as YAML and the command line give them)."""
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError(f"data.corpora must be a list of corpora such as [{{dir: PATH, tag: <BT>}}], got {raw!r}")
+    allowed = {f.name for f in dataclasses.fields(CorpusConfig)}
+    entries = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, CorpusConfig):
+            entries.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise ConfigError(f"data.corpora[{i}] must be a mapping such as {{dir: PATH, tag: <BT>}}, got {entry!r}")
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown} in data.corpora[{i}]; allowed: {sorted(allowed)}")
+        entries.append(CorpusConfig(**entry))
+    return entries
 
 
 def config_keys() -> list[str]:

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.device, args.quantize, args.shortlist
         )
         decode = decode_config(args, config.decode)
-    except (CheckpointError, ConfigError, RuntimeError) as exc:
+        if args.target_lang is not None:
+            src = tokenizer.with_target_language(src, args.target_lang)
+    except (CheckpointError, ConfigError, RuntimeError, ValueError) as exc:
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
     scores, hyps = search_bleu(
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     if args.json:
-        print(json.dumps({**asdict(scores), "sentences": len(src)}))
+        print(json.dumps({k: v for k, v in {**asdict(scores), "sentences": len(src)}.items() if v is not None}))
     else:
         print(
             f"BLEU = {scores.bleu:.2f}  chrF = {scores.chrf:.2f}  (beam {decode.beam_size}, {len(src)} sentences, "

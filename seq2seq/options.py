@@ -37,6 +37,11 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument(
         "--seed", type=int, help="with each source sentence, decides its samples, whatever the batching (default: 0)"
     )
+    parser.add_argument(
+        "--target-lang",
+        metavar="LANG",
+        help="a multilingual model (data.target_tags): translate into LANG (each line gets the tag <2LANG> first)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     parser.add_argument(
         "--quantize",

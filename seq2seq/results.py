@@ -2,7 +2,7 @@
 
 {"test": {"greedy": {...}, "beam": {...}, "averaged"?: {"greedy", "beam"}},
  "valid": {"best_bleu", "best_step", "history", "averaged_bleu"?, "averaged_steps"?},
- "train": {"steps", "epochs", "minutes", ..., "tokens_per_sec"}, "checkpoint": PATH}
+ "train": {"steps", "epochs", "minutes", ..., "tokens_per_sec", "corpora"}, "checkpoint": PATH}
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class SearchScores:
     bleu_signature: str
     chrf_signature: str
     sentences_per_sec: float
+    pairs: dict[str, dict[str, float]] | None = None  # a multilingual test set: {"en-fr": {"bleu", "chrf"}, ...}
 
     @classmethod
     def measured(cls, beam_size: int, scores: Scores, sentences: int, seconds: float) -> SearchScores:
@@ -44,7 +45,7 @@ class CheckpointScores:
     averaged: CheckpointScores | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"greedy": asdict(self.greedy), "beam": asdict(self.beam)}
+        out: dict[str, Any] = {"greedy": _without_none(self.greedy), "beam": _without_none(self.beam)}
         if self.averaged is not None:
             out["averaged"] = self.averaged.to_dict()
         return out
@@ -73,8 +74,9 @@ class TrainSummary:
     parameters: int
     tokens_per_sec: float | None  # median over log windows (the whole run when no window closed)
     device: str
-    precision: str = "fp32"  # (older results.json files lack these two)
+    precision: str = "fp32"  # (older results.json files lack these)
     processes: int = 1
+    corpora: list[dict[str, Any]] | None = None  # each training corpus: name, pair, tags, weight, pairs (kept)
 
 
 @dataclass
@@ -114,6 +116,10 @@ class RunResults:
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: not a results.json of this version ({exc})") from None
+
+
+def _without_none(scores: SearchScores) -> dict[str, Any]:
+    return {k: v for k, v in asdict(scores).items() if v is not None}
 
 
 def _build(cls: Any, raw: dict[str, Any]) -> Any:

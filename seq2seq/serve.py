@@ -82,6 +82,7 @@ def model_info(
             "models": len(checkpoints),
         },
         "languages": {"source": config.data.src_lang, "target": config.data.tgt_lang},
+        "target_languages": tokenizer.target_languages,  # a multilingual model's (request field target_lang)
         "vocabulary": {
             "source": tokenizer.src_vocab_size,
             "target": tokenizer.tgt_vocab_size,

@@ -78,15 +78,19 @@ def translate_stream(
     progress: bool = False,
     alignment: str | None = None,
     shortlist: LexicalShortlist | None = None,
+    target_lang: str | None = None,
 ) -> int:
     """Translate `source` line by line into `target`: one output line per input line. Returns the count.
 
     `alignment` ("pieces" or "words"): each hypothesis is followed by " ||| " and its hard alignment.
     `shortlist`: every sentence searches over its own candidate target ids only.
+    `target_lang`: a multilingual model's output language (`Tokenizer.with_target_language`).
     """
     device = next(model.parameters()).device
     count = 0
     for chunk in read_chunks(source, chunk_size):
+        if target_lang is not None:
+            chunk = tokenizer.with_target_language(chunk, target_lang)
         hypotheses = translate_sentences(
             model,
             tokenizer,
@@ -200,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.device, args.quantize, args.shortlist
         )
         decode = decode_config(args, config.decode, nbest=args.nbest)
-    except (CheckpointError, ConfigError, RuntimeError) as exc:
+        if args.target_lang is not None:
+            tokenizer.with_target_language([], args.target_lang)  # an unknown language: refused before reading input
+    except (CheckpointError, ConfigError, RuntimeError, ValueError) as exc:
         print(f"seq2seq.translate: {exc}", file=sys.stderr)
         return 2
     if args.alignment and not model.has_attention:
@@ -228,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=sys.stderr.isatty() and not interactive,
             alignment=args.alignment,
             shortlist=shortlist,
+            target_lang=args.target_lang,
         )
         log.info("translated %d lines", count)
     return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +42,8 @@ class PairChunk:
     src: list[str]
     tgt: list[str]
     positions: np.ndarray  # (pairs,) int64: each pair's index among the split's raw pairs (lines or records)
+    tags: tuple[str, ...] = ()  # source tags to prepend (`seq2seq.data.combined`)
+    corpus: int = 0  # which training corpus the pairs come from (its number in `combined.training_corpora`)
 
     def __len__(self) -> int:
         return len(self.src)
@@ -67,17 +69,48 @@ class PairSource(Protocol):
 
 @dataclass
 class ParallelCorpus:
-    """One split in memory: `src[i]` is translated by `tgt[i]`."""
+    """One split in memory: `src[i]` is translated by `tgt[i]`. A multilingual validation or test set holds
+    one language pair after another: `groups` names them, with their sizes ([] for one pair)."""
 
     src: list[str]
     tgt: list[str]
+    groups: list[tuple[str, int]] = field(default_factory=list)  # [(language pair, sentences), ...] in order
 
     def __post_init__(self) -> None:
         if len(self.src) != len(self.tgt):
             raise ValueError(f"unaligned corpus: {len(self.src)} source vs {len(self.tgt)} target sentences")
+        if self.groups and sum(n for _, n in self.groups) != len(self.src):
+            raise ValueError(f"groups {self.groups} do not add up to the {len(self.src)} sentences")
 
     def __len__(self) -> int:
         return len(self.src)
+
+    @classmethod
+    def joined(cls, parts: dict[str, ParallelCorpus]) -> ParallelCorpus:
+        """One corpus of several language pairs, in the order given ({"en-de": ..., "en-fr": ...})."""
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        src = [line for part in parts.values() for line in part.src]
+        tgt = [line for part in parts.values() for line in part.tgt]
+        return cls(src, tgt, [(name, len(part)) for name, part in parts.items()])
+
+    def spans(self) -> list[tuple[str, slice]]:
+        """Each language pair's sentences as a slice ([] for one pair)."""
+        spans, start = [], 0
+        for name, n in self.groups:
+            spans.append((name, slice(start, start + n)))
+            start += n
+        return spans
+
+    def head(self, n: int | None) -> ParallelCorpus:
+        """The first `n` sentences (of each language pair); all of them when `n` is None."""
+        if n is None:
+            return self
+        if not self.groups:
+            return ParallelCorpus(self.src[:n], self.tgt[:n])
+        return ParallelCorpus.joined(
+            {name: ParallelCorpus(self.src[span][:n], self.tgt[span][:n]) for name, span in self.spans()}
+        )
 
     @property
     def raw_pairs(self) -> int:

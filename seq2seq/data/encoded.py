@@ -47,7 +47,7 @@ import numpy as np
 
 from seq2seq.config import DataConfig
 from seq2seq.data.corpus import CorpusError, PairChunk, PairSource, length_filter
-from seq2seq.data.tokenizer import Tokenizer, WordCache, flatten
+from seq2seq.data.tokenizer import Tokenizer, WordCache, flatten, prepend
 from seq2seq.files import current_umask
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class EncodedCorpus:
     tgt: np.ndarray  # (target tokens,) int32
     tgt_offsets: np.ndarray  # (pairs + 1,) int64
     positions: np.ndarray | None = None  # (pairs,) int64: each pair's index among the split's raw pairs, if known
+    parts: tuple[int, ...] | None = None  # several training corpora: the pairs of each, one corpus after another
 
     def __len__(self) -> int:
         return len(self.src_offsets) - 1
@@ -95,11 +96,14 @@ class EncodedCorpus:
 
     @classmethod
     def load(cls, folder: Path, mmap: bool = True) -> EncodedCorpus:
-        """The arrays in `folder`, memory-mapped (or read, `mmap=False`); positions when positions.npy is there."""
+        """The arrays in `folder`, memory-mapped (or read, `mmap=False`); positions when positions.npy is there,
+        and the pairs per corpus when meta.json lists several corpora."""
         mode = "r" if mmap else None
         arrays = [np.load(folder / f"{name}.npy", mmap_mode=mode) for name in ARRAYS]
         positions = folder / "positions.npy"
-        return cls(*arrays, np.load(positions, mmap_mode=mode) if positions.is_file() else None)
+        meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").is_file() else {}
+        parts = tuple(c["kept"] for c in meta["corpora"]) if meta.get("corpora") else None
+        return cls(*arrays, np.load(positions, mmap_mode=mode) if positions.is_file() else None, parts)
 
 
 def offsets(lengths: list[np.ndarray]) -> np.ndarray:
@@ -193,6 +197,7 @@ def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: Da
     )
     dropped = {"too_long": 0, "bad_ratio": 0}
     read = 0
+    corpora = [{"read": 0, "kept": 0, "too_long": 0, "bad_ratio": 0} for _ in getattr(corpus, "corpora", ())]
     lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
     positions: list[np.ndarray] = []
     chunks = corpus.chunks(desc="encoding the training set" if corpus.raw_pairs > 200_000 else None)
@@ -208,11 +213,19 @@ def _encode_into(folder: Path, corpus: PairSource, tokenizer: Tokenizer, cfg: Da
             read += result.read
             for reason, count in result.dropped.items():
                 dropped[reason] += count
+            if corpora:
+                counts = corpora[result.corpus]
+                counts["read"] += result.read
+                counts["kept"] += len(result.src_lengths)
+                for reason, count in result.dropped.items():
+                    counts[reason] += count
     for side in ("src", "tgt"):
         np.save(folder / f"{side}_offsets.npy", offsets(lengths[side]))
     np.save(folder / "positions.npy", np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64))
     pairs = sum(len(part) for part in lengths["src"])
-    meta = {"version": FORMAT_VERSION, "pairs": pairs, "read": read, "dropped": dropped}
+    meta: dict[str, Any] = {"version": FORMAT_VERSION, "pairs": pairs, "read": read, "dropped": dropped}
+    if corpora:  # several training corpora (`seq2seq.data.combined`): what each one gave, in order
+        meta["corpora"] = [{"name": c.name, **counts} for c, counts in zip(corpus.corpora, corpora)]  # type: ignore[attr-defined]
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     seconds = time.perf_counter() - started
     log.info("train: encoded %d pairs in %.1fs (%.0f pairs/s)", read, seconds, read / max(seconds, 1e-9))
@@ -238,24 +251,30 @@ class EncodedChunk:
     read: int  # pairs in the chunk before the length filter
     dropped: dict[str, int]
     positions: np.ndarray  # (pairs kept,) int64: their indices among the split's raw pairs
+    corpus: int = 0  # the training corpus they come from
 
 
 class ChunkEncoder:
-    """Encode chunks of cleaned pairs (with a word cache per side) and apply the length filter."""
+    """Encode chunks of cleaned pairs (with a word cache per side, the chunk's source tags first) and apply
+    the length filter (which counts the tags)."""
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, max_ratio: float) -> None:
         self.src = WordCache(tokenizer.src)
         self.tgt = self.src if tokenizer.joint else WordCache(tokenizer.tgt)
+        self.tags = tokenizer.tags
         self.max_length, self.max_ratio = max_length, max_ratio
 
     def __call__(self, chunk: PairChunk) -> EncodedChunk:
         (src, src_lengths), (tgt, tgt_lengths) = self.src.encode(chunk.src), self.tgt.encode(chunk.tgt)
+        src, src_lengths = prepend(src, src_lengths, [self.tags[tag] for tag in chunk.tags])
         keep, dropped = length_filter(src_lengths, tgt_lengths, self.max_length, self.max_ratio)
         if not keep.all():
             src = src[np.repeat(keep, src_lengths)]
             tgt = tgt[np.repeat(keep, tgt_lengths)]
             src_lengths, tgt_lengths = src_lengths[keep], tgt_lengths[keep]
-        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), dropped, chunk.positions[keep])
+        return EncodedChunk(
+            src, src_lengths, tgt, tgt_lengths, len(chunk), dropped, chunk.positions[keep], chunk.corpus
+        )
 
 
 _worker_encoder: Callable[[Any], EncodedChunk] | None = None  # one per worker process

@@ -13,16 +13,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seq2seq.config import Config, ConfigError, TokenizerConfig
+from seq2seq.data.combined import sampled_rows, training_corpora
 from seq2seq.data.corpus import CorpusError, PairChunk, PairSource
 from seq2seq.data.encoded import EncodedChunk, EncodedCorpus, encoded_chunks, offsets, worker_count
 from seq2seq.data.sampling import SubwordSampler, Uniforms
-from seq2seq.data.tokenizer import Tokenizer, flatten
+from seq2seq.data.tokenizer import Tokenizer, flatten, prepend
 
 if TYPE_CHECKING:  # for annotations only: no import at run time
     from seq2seq.data.prepare import PreparedData
@@ -46,12 +48,14 @@ class SamplingEncoder:
     def __init__(self, tokenizer: Tokenizer, model_type: str, alpha: float, nbest_size: int) -> None:
         self.src = SubwordSampler(tokenizer.src, model_type, alpha, nbest_size)
         self.tgt = self.src if tokenizer.joint else SubwordSampler(tokenizer.tgt, model_type, alpha, nbest_size)
+        self.tags = tokenizer.tags
 
     def __call__(self, task: SamplingTask) -> EncodedChunk:
         chunk, (src_seed, tgt_seed) = task.chunk, task.seeds
         src, src_lengths = flatten(self.src.sample(chunk.src, Uniforms(np.random.default_rng(src_seed))))
+        src, src_lengths = prepend(src, src_lengths, [self.tags[tag] for tag in chunk.tags])  # tags are never sampled
         tgt, tgt_lengths = flatten(self.tgt.sample(chunk.tgt, Uniforms(np.random.default_rng(tgt_seed))))
-        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), {}, chunk.positions)
+        return EncodedChunk(src, src_lengths, tgt, tgt_lengths, len(chunk), {}, chunk.positions, chunk.corpus)
 
 
 def sampled_training_set(
@@ -96,7 +100,9 @@ def sampled_training_set(
 def _select(chunk: PairChunk, keep: np.ndarray) -> PairChunk:
     """The pairs of `chunk` where `keep` ((pairs,) bool) is set."""
     rows = np.flatnonzero(keep).tolist()
-    return PairChunk([chunk.src[i] for i in rows], [chunk.tgt[i] for i in rows], chunk.positions[keep])
+    return PairChunk(
+        [chunk.src[i] for i in rows], [chunk.tgt[i] for i in rows], chunk.positions[keep], chunk.tags, chunk.corpus
+    )
 
 
 def _sampling_seeds(seed: int, epoch: int, chunk: int) -> tuple[int, int]:
@@ -119,7 +125,9 @@ def _changed_corpus_error() -> CorpusError:
 class EpochPairs:
     """The training pairs of each epoch: the cached arrays, or with subword regularization
     (`tokenizer.sampling_alpha` > 0) the epoch's sampled segmentation of them, a function of the seed and
-    the epoch only (so that a resumed run rebuilds it), built once per epoch."""
+    the epoch only (so that a resumed run rebuilds it), built once per epoch. With corpus weights other
+    than 1 (`data.weight`, `data.corpora`), an epoch holds weight x kept pairs of each corpus
+    (`combined.sampled_rows`), again a function of the seed and the epoch only."""
 
     def __init__(self, data: PreparedData, config: Config) -> None:
         self.data, self.config = data, config
@@ -128,8 +136,32 @@ class EpochPairs:
             raise ConfigError("tokenizer.sampling_alpha > 0 needs the training text and the kept pairs' positions")
         self.cached_lengths = data.train.src_lengths, data.train.tgt_lengths
         self.sampled: tuple[int, EncodedCorpus] | None = None  # (epoch, its pairs) with sampling on
+        self.weights = [corpus.weight for corpus in training_corpora(config.data)]
+        self.parts = data.train.parts or (len(data.train),)
+        if len(self.parts) != len(self.weights):
+            raise CorpusError(
+                f"the encoded training set holds {len(self.parts)} corpora, the config {len(self.weights)}"
+            )
+        self.rows: tuple[int, np.ndarray | None] | None = None  # (epoch, its rows) with weights
 
-    def pairs(self, epoch: int) -> EncodedCorpus:
+    def pairs(self, epoch: int) -> EncodedCorpus | WeightedPairs:
+        """The epoch's pairs: `.pairs(indices)` gives the ids of the rows `indices` of `lengths(epoch)`."""
+        rows = self.weighted_rows(epoch)
+        pairs = self.segmented(epoch)
+        return pairs if rows is None else WeightedPairs(pairs, rows)
+
+    def lengths(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source, target) token counts of the epoch's pairs: (pairs,) each."""
+        if not self.sampling:
+            src, tgt = self.cached_lengths
+        else:
+            train = self.segmented(epoch)
+            src, tgt = train.src_lengths, train.tgt_lengths
+        rows = self.weighted_rows(epoch)
+        return (src, tgt) if rows is None else (src[rows], tgt[rows])
+
+    def segmented(self, epoch: int) -> EncodedCorpus:
+        """Every kept pair once: the cached segmentation, or the epoch's sampled one."""
         if not self.sampling:
             return self.data.train
         if self.sampled is None or self.sampled[0] != epoch:
@@ -137,12 +169,10 @@ class EpochPairs:
             self.sampled = (epoch, self.sample(epoch))
         return self.sampled[1]
 
-    def lengths(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(source, target) token counts of the epoch's pairs: (pairs,) each."""
-        if not self.sampling:
-            return self.cached_lengths
-        train = self.pairs(epoch)
-        return train.src_lengths, train.tgt_lengths
+    def weighted_rows(self, epoch: int) -> np.ndarray | None:
+        if self.rows is None or self.rows[0] != epoch:
+            self.rows = (epoch, sampled_rows(self.parts, self.weights, self.config.train.seed, epoch))
+        return self.rows[1]
 
     def sample(self, epoch: int) -> EncodedCorpus:
         """Re-encode the training pairs with a sampled segmentation and log it."""
@@ -165,3 +195,17 @@ class EpochPairs:
             *(epoch, tok.sampling_alpha, *tokens, *growth, time.perf_counter() - started),
         )
         return train
+
+
+@dataclass
+class WeightedPairs:
+    """An epoch's pairs by corpus weight: row i is pair `rows[i]` of `pairs`."""
+
+    corpus: EncodedCorpus
+    rows: np.ndarray  # (epoch pairs,) int64
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def pairs(self, indices: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return self.corpus.pairs(self.rows[np.asarray(indices, dtype=np.int64)].tolist())

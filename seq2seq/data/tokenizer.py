@@ -15,13 +15,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import sentencepiece as spm
 
-from seq2seq.config import TokenizerConfig
+from seq2seq.config import TAG_PATTERN, TokenizerConfig
 from seq2seq.files import write_atomic
 from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -32,7 +33,12 @@ log = logging.getLogger(__name__)
 
 
 class Tokenizer:
-    """Source and target SentencePiece processors (the same object when `joint`)."""
+    """Source and target SentencePiece processors (the same object when `joint`).
+
+    The source model may hold tags (<BT>, <2fr>: `seq2seq.data.combined`), user-defined pieces placed right
+    after the special ids; a source line that starts with tags (`<2fr> Ein Mann ...`) is encoded as their
+    ids followed by the rest of the line's pieces, as the training pairs were.
+    """
 
     def __init__(self, src_model: bytes, tgt_model: bytes | None = None) -> None:
         self.joint = tgt_model is None
@@ -49,8 +55,54 @@ class Tokenizer:
     def tgt_vocab_size(self) -> int:
         return self.tgt.get_piece_size()
 
+    @cached_property
+    def tags(self) -> dict[str, int]:
+        """The source model's tags and their ids: the run of pieces in angle brackets after the special ids."""
+        tags, i = {}, EOS_ID + 1
+        while i < self.src.get_piece_size() and TAG_PATTERN.fullmatch(piece := self.src.id_to_piece(i)):
+            tags[piece] = i
+            i += 1
+        return tags
+
+    @property
+    def target_languages(self) -> list[str]:
+        """The output languages a multilingual model can be asked for: xx of its <2xx> tags (`data.target_tags`)."""
+        return [tag[2:-1] for tag in self.tags if tag.startswith("<2")]
+
+    def with_target_language(self, lines: Sequence[str], lang: str) -> list[str]:
+        """`lines` asking for output in `lang` (its tag <2lang> first; empty lines stay empty); ValueError
+        naming the languages there are when the model was not trained to write `lang`."""
+        if lang not in self.target_languages:
+            if not self.target_languages:
+                raise ValueError(
+                    f"target language {lang!r}: this model has one output language (it was trained without "
+                    "data.target_tags)"
+                )
+            raise ValueError(
+                f"unknown target language {lang!r}: this model translates into {', '.join(self.target_languages)}"
+            )
+        return [f"<2{lang}> {line}" if line.strip() else line for line in lines]
+
+    def split_tags(self, line: str) -> tuple[list[int], str]:
+        """(the ids of the tags `line` starts with, the rest of the line)."""
+        ids: list[int] = []
+        if not self.tags:
+            return ids, line
+        rest = line.lstrip()
+        while rest.startswith("<"):
+            word, _, after = rest.partition(" ")
+            if word not in self.tags:
+                break
+            ids.append(self.tags[word])
+            rest = after.lstrip()
+        return ids, rest if ids else line
+
     def encode_src(self, lines: Sequence[str]) -> list[list[int]]:
-        return self.src.encode(list(lines), out_type=int)
+        if not self.tags:
+            return self.src.encode(list(lines), out_type=int)
+        split = [self.split_tags(line) for line in lines]
+        rest = self.src.encode([text for _, text in split], out_type=int)
+        return [tags + ids for (tags, _), ids in zip(split, rest)]
 
     def encode_tgt(self, lines: Sequence[str]) -> list[list[int]]:
         return self.tgt.encode(list(lines), out_type=int)
@@ -60,7 +112,8 @@ class Tokenizer:
         return [self.tgt.decode([int(i) for i in seq if i > EOS_ID]) for seq in ids]
 
     def src_pieces(self, line: str) -> list[str]:
-        return self.src.encode(line, out_type=str)
+        tags, rest = self.split_tags(line)
+        return [self.src.id_to_piece(i) for i in tags] + self.src.encode(rest, out_type=str)
 
     def tgt_pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.tgt.id_to_piece(int(i)) for i in ids]
@@ -148,6 +201,22 @@ class WordCache:
         return flatten(rows)
 
 
+def prepend(flat: np.ndarray, lengths: np.ndarray, prefix: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The same rows with the ids `prefix` before each: (flat ids, int32; row lengths, int64), as `flatten`."""
+    k, rows = len(prefix), len(lengths)
+    if not k:
+        return flat, lengths
+    new_lengths = lengths + k
+    starts = np.zeros(rows, dtype=np.int64)  # (rows,) where each new row starts
+    np.cumsum(new_lengths[:-1], out=starts[1:])
+    out = np.empty(len(flat) + k * rows, dtype=np.int32)
+    row_of_id = np.repeat(np.arange(rows), lengths)  # (ids,)
+    out[np.arange(len(flat)) + k * (row_of_id + 1)] = flat
+    for j, tag in enumerate(prefix):
+        out[starts + j] = tag
+    return out, new_lengths
+
+
 def flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ids -> (all ids one after another as int32, each row's length as int64)."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
@@ -155,9 +224,11 @@ def flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, lengths
 
 
-def train_sentencepiece(lines: Iterable[str], cfg: TokenizerConfig) -> bytes:
-    """Train one SentencePiece model in memory on `lines` and return its serialized proto."""
+def train_sentencepiece(lines: Iterable[str], cfg: TokenizerConfig, tags: Sequence[str] = ()) -> bytes:
+    """Train one SentencePiece model in memory on `lines` and return its serialized proto; `tags` become
+    user-defined symbols (one piece each, ids right after the special ones)."""
     model = io.BytesIO()
+    extra = {"user_defined_symbols": list(tags)} if tags else {}
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
@@ -173,12 +244,14 @@ def train_sentencepiece(lines: Iterable[str], cfg: TokenizerConfig) -> bytes:
         shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1,
         minloglevel=2,
+        **extra,
     )
     return model.getvalue()
 
 
-def build_tokenizer(corpus: PairSource, cfg: TokenizerConfig) -> Tokenizer:
-    """Train (or load from the cache) the subword model(s) for this corpus and these settings.
+def build_tokenizer(corpus: PairSource, cfg: TokenizerConfig, tags: Sequence[str] = ()) -> Tokenizer:
+    """Train (or load from the cache) the subword model(s) for this corpus and these settings; `tags`: the
+    source tags of the training corpora, user-defined symbols of the source (or joint) model.
 
     The cache key hashes the settings and `corpus.key` (a fingerprint of the files, see `corpus.fingerprint`,
     or of the text itself for a corpus in memory): a change to either trains a new model, and an unchanged
@@ -186,7 +259,7 @@ def build_tokenizer(corpus: PairSource, cfg: TokenizerConfig) -> Tokenizer:
     all of them for a corpus that small (source lines, then target lines for a joint model), else a seeded
     random sample of pairs, streamed from the corpus into temporary files.
     """
-    paths = _cache_paths(cfg, _cache_key(corpus.key, cfg))
+    paths = _cache_paths(cfg, _cache_key(corpus.key, cfg, tags))
     cached = _load_cached(paths)
     if cached is not None:
         return cached
@@ -201,10 +274,10 @@ def build_tokenizer(corpus: PairSource, cfg: TokenizerConfig) -> Tokenizer:
             corpus.raw_pairs,
         )
         if cfg.joint:
-            models = {"joint": train_sentencepiece(itertools.chain(sample.lines(0), sample.lines(1)), cfg)}
+            models = {"joint": train_sentencepiece(itertools.chain(sample.lines(0), sample.lines(1)), cfg, tags)}
         else:
             models = {
-                "src": train_sentencepiece(sample.lines(0), cfg),
+                "src": train_sentencepiece(sample.lines(0), cfg, tags),
                 "tgt": train_sentencepiece(sample.lines(1), cfg),
             }
     for side, data in models.items():
@@ -253,10 +326,10 @@ def _one_line(sentence: str) -> str:
     return sentence + "\n"
 
 
-def cached_tokenizer(source_key: str, cfg: TokenizerConfig) -> Tokenizer | None:
+def cached_tokenizer(source_key: str, cfg: TokenizerConfig, tags: Sequence[str] = ()) -> Tokenizer | None:
     """The tokenizer `build_tokenizer` trained earlier on a corpus whose key is `source_key`, found without
     the text; or None."""
-    return _load_cached(_cache_paths(cfg, _cache_key(source_key, cfg)))
+    return _load_cached(_cache_paths(cfg, _cache_key(source_key, cfg, tags)))
 
 
 def _cache_paths(cfg: TokenizerConfig, key: str) -> dict[str, Path]:
@@ -275,8 +348,8 @@ def _load_cached(paths: dict[str, Path]) -> Tokenizer | None:
     return tokenizer
 
 
-def _cache_key(corpus_key: str, cfg: TokenizerConfig) -> str:
-    settings = {
+def _cache_key(corpus_key: str, cfg: TokenizerConfig, tags: Sequence[str] = ()) -> str:
+    settings: dict[str, object] = {
         "type": cfg.type,
         "vocab_size": cfg.vocab_size,
         "joint": cfg.joint,
@@ -284,6 +357,8 @@ def _cache_key(corpus_key: str, cfg: TokenizerConfig) -> str:
         "sample_sentences": cfg.sample_sentences,
         "spm": spm.__version__,
     }
+    if tags:  # (absent without tags: the keys of earlier models stay valid)
+        settings["tags"] = list(tags)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(b"\x00corpus\x00" + corpus_key.encode())
     return digest.hexdigest()[:20]

@@ -110,6 +110,9 @@ class TranslateRequest(BaseModel):
     epsilon: float | None = Field(None, description="sampling: never a token whose probability is below epsilon")
     temperature: float | None = Field(None, description="sampling: divides the log-probabilities (> 0)")
     seed: int | None = Field(None, description="sampling: with each sentence, decides its samples (default 0)")
+    target_lang: str | None = Field(
+        None, description="a multilingual model: the output language (each line gets the tag <2LANG> first)"
+    )
 
 
 class Attention(BaseModel):
@@ -168,18 +171,32 @@ def decode_json(body: bytes) -> Any:
 
 
 def parse_request(
-    body: bytes, limits: Limits, defaults: DecodeSettings, attention_problem: Callable[[int], str | None]
+    body: bytes,
+    limits: Limits,
+    defaults: DecodeSettings,
+    attention_problem: Callable[[int], str | None],
+    tokenizer: Tokenizer | None = None,
 ) -> tuple[list[str], DecodeSettings]:
     """The lines and settings of a POST /translate body, or a `RequestError` naming the field and the limit.
 
     `attention_problem(beam_size)` says why attention cannot be given at that beam size (None: it can).
+    With `target_lang` (a multilingual model), the lines ask `tokenizer` for that output language.
     """
     value = decode_json(body)
     try:
         request = TranslateRequest.model_validate(value, strict=True)
     except ValidationError as exc:
         raise _type_error(exc) from None
-    return check_lines(request.text, limits), check_settings(request, limits, defaults, attention_problem)
+    lines = check_lines(request.text, limits)
+    settings = check_settings(request, limits, defaults, attention_problem)
+    if request.target_lang is not None:
+        try:
+            if tokenizer is None:
+                raise ValueError("this server has no tokenizer to pick a target language with")
+            lines = tokenizer.with_target_language(lines, request.target_lang)
+        except ValueError as exc:
+            raise RequestError(422, "target_lang", str(exc)) from None
+    return lines, settings
 
 
 def _type_error(exc: ValidationError) -> RequestError:
@@ -195,6 +212,7 @@ def _type_error(exc: ValidationError) -> RequestError:
         return RequestError(422, field, f"{field} is required: a list of sentences (strings)")
     expected = {"text": "a list of strings", "beam_size": "an integer", "nbest": "an integer", "alpha": "a number"}
     expected.update(top_k="an integer", seed="an integer", top_p="a number", epsilon="a number", temperature="a number")
+    expected.update(target_lang="a string such as fr")
     wanted = expected.get(field, "a string" if field.startswith("text[") else "true or false")
     return RequestError(422, field, f"{field} must be {wanted}, not {json.dumps(error['input'])[:40]}")
 
@@ -448,7 +466,7 @@ def _add_translate_route(app: FastAPI, translator: Translator, limits: Limits, d
     async def translate(request: Request) -> JSONResponse:
         """Translate a list of lines: exactly one entry per line, in order (an empty line gets an empty entry)."""
         body = await read_body(request, limits.max_body_bytes)
-        lines, settings = parse_request(body, limits, defaults, translator.attention_problem)
+        lines, settings = parse_request(body, limits, defaults, translator.attention_problem, translator.tokenizer)
         try:
             future = request.app.state.batcher.submit(settings, lines)
         except QueueFull as exc:

@@ -101,11 +101,21 @@ def train(config: Config, run_dir: Path, given: Collection[str] = ()) -> RunResu
         device=str(trainer.device),
         precision=config.train.precision,
         processes=ctx.world_size,
+        corpora=corpus_summary(trainer.data),
     )
     results = RunResults(test, valid, summary, str(checkpoint))
     results.save(run_dir / "results.json")
     log.info("results written to %s", run_dir / "results.json")
     return results
+
+
+def corpus_summary(data: PreparedData) -> list[dict[str, Any]]:
+    """What each training corpus gave: its name, language pair, tags, weight and kept pairs."""
+    parts = data.train.parts or (len(data.train),)
+    return [
+        {"name": c.name, "pair": c.pair, "tags": list(c.tags), "weight": c.weight, "pairs": int(kept)}
+        for c, kept in zip(data.corpora, parts)
+    ]
 
 
 def prepare_on_rank_0_first(ctx: DistributedContext, config: Config, tokenizer: Tokenizer | None) -> PreparedData:

@@ -94,6 +94,10 @@ class Reporter:
             return
         for key in VALIDATION_KEYS:
             self.writer.add_scalar(f"valid/{key}", row[key], step)
+        pairs = [key.partition("/")[2] for key in row if key.startswith("bleu/")]  # a multilingual validation set
+        for pair in pairs:
+            self.writer.add_scalar(f"valid/bleu/{pair}", row[f"bleu/{pair}"], step)
+            self.writer.add_scalar(f"valid/chrf/{pair}", row[f"chrf/{pair}"], step)
         self.writer.add_text("valid/samples", self.samples_markdown(valid, hyps), step)
         if self.insight is not None:
             self.insight.log(self.writer, model, step)
@@ -104,6 +108,8 @@ class Reporter:
             *(step, row["loss"], row["perplexity"], row["bleu"], row["chrf"]),
             *(row["teacher_forced_bleu"], row["exposure_bias_gap"]),
         )
+        if pairs:
+            log.info("  by language pair: %s", ", ".join(f"{p} BLEU {row[f'bleu/{p}']:.2f}" for p in pairs))
         for i in range(min(self.num_samples, len(hyps))):
             log.info("  source:     %s\n  reference:  %s\n  hypothesis: %s", valid.src[i], valid.tgt[i], hyps[i])
 

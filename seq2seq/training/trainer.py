@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from seq2seq.config import Config, ConfigError
 from seq2seq.data.batches import epoch_batches, make_batch
-from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.data.sampled import EpochPairs
 from seq2seq.device import training_device
 from seq2seq.model.seq2seq import Seq2Seq, build_model, count_parameters, freeze
@@ -105,7 +104,7 @@ class Trainer:
         self.epoch_pairs = EpochPairs(data, config)  # the cached pairs, or each epoch's sampled segmentation
         self.throughput = Throughput()
         limit = self.cfg.max_valid_sentences  # validate on (the first `limit` of) the validation set
-        self.valid = ParallelCorpus(data.valid.src[:limit], data.valid.tgt[:limit])
+        self.valid = data.valid.head(limit)
         self.valid_ids = (tok.encode_src(self.valid.src), tok.encode_tgt(self.valid.tgt))  # encoded once
         n = self.cfg.insight_sentences  # the same sentences at every validation, so pictures compare over time
         insight = self.cfg.insight and self.dist.is_main

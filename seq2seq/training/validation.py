@@ -23,7 +23,7 @@ from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.inference import best_strings, translate_sentences
 from seq2seq.decoding.lexicon import LexicalShortlist
-from seq2seq.metrics import bleu_and_chrf
+from seq2seq.metrics import Scores, bleu_and_chrf
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.results import CheckpointScores, SearchScores
 from seq2seq.training.loss import sequence_loss
@@ -96,7 +96,14 @@ def validate(
         "teacher_forced_bleu": teacher_forced_bleu,
         "exposure_bias_gap": teacher_forced_bleu - scores.bleu,
     }
+    for pair, pair_score in pair_scores(hyps, valid).items():  # a multilingual set: each language pair too
+        row[f"bleu/{pair}"], row[f"chrf/{pair}"] = pair_score.bleu, pair_score.chrf
     return row, hyps
+
+
+def pair_scores(hyps: Sequence[str], corpus: ParallelCorpus) -> dict[str, Scores]:
+    """BLEU and chrF of each language pair of a multilingual set ({} for a set of one pair)."""
+    return {pair: bleu_and_chrf(hyps[span], corpus.tgt[span]) for pair, span in corpus.spans()}
 
 
 def search_bleu(
@@ -115,7 +122,11 @@ def search_bleu(
     found = translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress, shortlist=shortlist)
     hyps = best_strings(tokenizer, found)
     seconds = time.monotonic() - start
-    return SearchScores.measured(decode.beam_size, bleu_and_chrf(hyps, corpus.tgt), len(hyps), seconds), hyps
+    scores = SearchScores.measured(decode.beam_size, bleu_and_chrf(hyps, corpus.tgt), len(hyps), seconds)
+    by_pair = pair_scores(hyps, corpus)
+    if by_pair:
+        scores.pairs = {pair: {"bleu": s.bleu, "chrf": s.chrf} for pair, s in by_pair.items()}
+    return scores, hyps
 
 
 def evaluate_checkpoint(
@@ -129,6 +140,8 @@ def evaluate_checkpoint(
             "test %s (%s, beam %d): BLEU %.2f  chrF %.2f  [%s]",
             *(path.name, name, search.beam_size, search.bleu, search.chrf, search.bleu_signature),
         )
+        if search.pairs:
+            log.info("  by language pair: %s", ", ".join(f"{p} BLEU {v['bleu']:.2f}" for p, v in search.pairs.items()))
     return scores
 
 
