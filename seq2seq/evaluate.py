@@ -80,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in {**asdict(scores), "sentences": len(src)}.items() if v is not None}))
     else:
         print(
-            f"BLEU = {scores.bleu:.2f}  chrF = {scores.chrf:.2f}  (beam {decode.beam_size}, {len(src)} sentences, "
+            f"BLEU = {scores.bleu:.2f}  chrF = {scores.chrf:.2f}  TER = {scores.ter:.2f}  "
+            f"(beam {decode.beam_size}, {len(src)} sentences, "
             f"{scores.sentences_per_sec:.1f} sent/s)"
         )
         print(f"signature: {scores.bleu_signature}")
+        print(f"signature: {scores.ter_signature}")
     return 0
 
 

@@ -16,7 +16,7 @@ from seq2seq.files import write_atomic
 from seq2seq.metrics import Scores
 
 # what a validation measures: the keys of its history row and of its `valid/*` TensorBoard scalars
-VALIDATION_KEYS = ("loss", "perplexity", "bleu", "chrf", "teacher_forced_bleu", "exposure_bias_gap")
+VALIDATION_KEYS = ("loss", "perplexity", "bleu", "chrf", "ter", "teacher_forced_bleu", "exposure_bias_gap")
 
 
 @dataclass
@@ -29,6 +29,8 @@ class SearchScores:
     bleu_signature: str
     chrf_signature: str
     sentences_per_sec: float
+    ter: float | None = None  # (older results.json files lack TER)
+    ter_signature: str | None = None
     pairs: dict[str, dict[str, float]] | None = None  # a multilingual test set: {"en-fr": {"bleu", "chrf"}, ...}
 
     @classmethod

@@ -248,6 +248,7 @@ def test_a_multilingual_run_reports_each_language_pair(tmp_path, monkeypatch, ca
         ("m/train", "en-fr", ["<2fr>"], 200),
     ]
     assert set(saved["test"]["beam"]["pairs"]) == {"en-de", "en-fr"}
+    assert saved["test"]["beam"]["ter"] >= 0 and "ter" in saved["valid"]["history"][-1]  # TER beside BLEU
     assert {"bleu/en-de", "bleu/en-fr", "chrf/en-fr"} <= set(saved["valid"]["history"][-1])
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert Tokenizer.from_dict(checkpoint["tokenizer"]).target_languages == ["de", "fr"]

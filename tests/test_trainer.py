@@ -108,12 +108,12 @@ def test_validation_scores_and_checkpoints(tmp_path):
 def test_early_stopping_after_patience_validations_without_a_bleu_gain(tmp_path, monkeypatch):
     # each validation scores twice: free-running BLEU first, then teacher-forced BLEU (same value here)
     bleu = iter(v for v in [10.0, 12.0, 11.0, 12.0, 9.0, 50.0] for _ in range(2))
-    real = validation.bleu_and_chrf
+    real = validation.corpus_scores
 
-    def fake_bleu(hyps, refs):
-        return real(hyps, refs).__class__(next(bleu), 0.0, "sig", "sig")
+    def fake_bleu(hyps, refs, ter=True):
+        return real(hyps, refs, ter=False).__class__(next(bleu), 0.0, "sig", "sig", 0.0 if ter else None)
 
-    monkeypatch.setattr(validation, "bleu_and_chrf", fake_bleu)
+    monkeypatch.setattr(validation, "corpus_scores", fake_bleu)
     trainer = tiny_trainer(tmp_path, max_steps=50, validate_every=1, early_stopping_patience=3, lr_scheduler="none")
     state = trainer.fit()
     assert state.step == 5  # best at step 2 (12.0); 11, 12 (no gain), 9: three without a gain

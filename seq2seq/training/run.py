@@ -20,7 +20,7 @@ from seq2seq.config import Config
 from seq2seq.data.prepare import PreparedData, prepare_data
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.device import resolve_device
-from seq2seq.metrics import bleu_and_chrf
+from seq2seq.metrics import corpus_scores
 from seq2seq.model.seq2seq import count_parameters
 from seq2seq.results import CheckpointScores, RunResults, TrainSummary, ValidSummary
 from seq2seq.training import distributed, finetune
@@ -140,8 +140,8 @@ def average_checkpoints(trainer: Trainer) -> dict[str, Any] | None:
     path, steps = averaged
     model, tokenizer, _, _ = model_from_checkpoint(path, trainer.device)
     valid, decode = trainer.valid, trainer.config.decode
-    scores = bleu_and_chrf(
-        greedy_translations(model, tokenizer, valid.src, decode, trainer.device, trainer.progress), valid.tgt
+    scores = corpus_scores(
+        greedy_translations(model, tokenizer, valid.src, decode, trainer.device, trainer.progress), valid.tgt, ter=False
     )
     trainer.reporter.scalar("valid/averaged_bleu", scores.bleu, trainer.state.step)
     best = trainer.early_stopping

@@ -103,9 +103,9 @@ class Reporter:
             self.insight.log(self.writer, model, step)
         self.writer.flush()
         log.info(
-            "validation at step %d: loss %.4f  perplexity %.2f  BLEU %.2f  chrF %.2f  "
+            "validation at step %d: loss %.4f  perplexity %.2f  BLEU %.2f  chrF %.2f  TER %.2f  "
             "teacher-forced BLEU %.2f (exposure bias gap %.2f)",
-            *(step, row["loss"], row["perplexity"], row["bleu"], row["chrf"]),
+            *(step, row["loss"], row["perplexity"], row["bleu"], row["chrf"], row["ter"]),
             *(row["teacher_forced_bleu"], row["exposure_bias_gap"]),
         )
         if pairs:

@@ -23,7 +23,7 @@ from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.inference import best_strings, translate_sentences
 from seq2seq.decoding.lexicon import LexicalShortlist
-from seq2seq.metrics import Scores, bleu_and_chrf
+from seq2seq.metrics import Scores, corpus_scores
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.results import CheckpointScores, SearchScores
 from seq2seq.training.loss import sequence_loss
@@ -86,13 +86,14 @@ def validate(
     """
     loss, forced = validation_loss(model, *valid_ids, batch_tokens, device)
     hyps = greedy_translations(model, tokenizer, valid.src, decode, device, progress)
-    scores = bleu_and_chrf(hyps, valid.tgt)
-    teacher_forced_bleu = bleu_and_chrf(tokenizer.decode_tgt(forced), valid.tgt).bleu
+    scores = corpus_scores(hyps, valid.tgt)
+    teacher_forced_bleu = corpus_scores(tokenizer.decode_tgt(forced), valid.tgt, ter=False).bleu
     row = {
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
         "bleu": scores.bleu,
         "chrf": scores.chrf,
+        "ter": scores.ter,
         "teacher_forced_bleu": teacher_forced_bleu,
         "exposure_bias_gap": teacher_forced_bleu - scores.bleu,
     }
@@ -103,7 +104,7 @@ def validate(
 
 def pair_scores(hyps: Sequence[str], corpus: ParallelCorpus) -> dict[str, Scores]:
     """BLEU and chrF of each language pair of a multilingual set ({} for a set of one pair)."""
-    return {pair: bleu_and_chrf(hyps[span], corpus.tgt[span]) for pair, span in corpus.spans()}
+    return {pair: corpus_scores(hyps[span], corpus.tgt[span], ter=False) for pair, span in corpus.spans()}
 
 
 def search_bleu(
@@ -122,7 +123,7 @@ def search_bleu(
     found = translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress, shortlist=shortlist)
     hyps = best_strings(tokenizer, found)
     seconds = time.monotonic() - start
-    scores = SearchScores.measured(decode.beam_size, bleu_and_chrf(hyps, corpus.tgt), len(hyps), seconds)
+    scores = SearchScores.measured(decode.beam_size, corpus_scores(hyps, corpus.tgt), len(hyps), seconds)
     by_pair = pair_scores(hyps, corpus)
     if by_pair:
         scores.pairs = {pair: {"bleu": s.bleu, "chrf": s.chrf} for pair, s in by_pair.items()}
@@ -137,8 +138,8 @@ def evaluate_checkpoint(
     scores = evaluate_test_set(model, tokenizer, test, decode, beam_size, device, progress)
     for name, search in (("greedy", scores.greedy), ("beam", scores.beam)):
         log.info(
-            "test %s (%s, beam %d): BLEU %.2f  chrF %.2f  [%s]",
-            *(path.name, name, search.beam_size, search.bleu, search.chrf, search.bleu_signature),
+            "test %s (%s, beam %d): BLEU %.2f  chrF %.2f  TER %.2f  [%s]",
+            *(path.name, name, search.beam_size, search.bleu, search.chrf, search.ter, search.bleu_signature),
         )
         if search.pairs:
             log.info("  by language pair: %s", ", ".join(f"{p} BLEU {v['bleu']:.2f}" for p, v in search.pairs.items()))
