@@ -172,6 +172,7 @@ class DecodeConfig:
 
     beam_size: int = 1  # 1 = greedy
     alpha: float = 0.6  # length penalty ((5 + len) / 6) ** alpha; 0 = none
+    coverage_penalty: float = 0.0  # beam search: GNMT's beta x sum log(min(attention received, 1)); 0 = none
     max_len_a: float = 1.5  # max output length = a * src_len + b
     max_len_b: int = 10  # the b of max output length = a * src_len + b
     nbest: int = 1  # hypotheses returned per sentence (at most beam_size; with sampling: independent samples)
@@ -390,6 +391,7 @@ def _validate_optimisation(t: TrainConfig) -> None:
 def validate_decode(dec: DecodeConfig) -> None:
     _positive("decode.beam_size", dec.beam_size)
     _at_least("decode.alpha", dec.alpha, 0.0)
+    _at_least("decode.coverage_penalty", dec.coverage_penalty, 0.0)
     _at_least("decode.max_len_a", dec.max_len_a, 0.0)
     _at_least("decode.max_len_b", dec.max_len_b, 0)
     if dec.max_len_a == 0 and dec.max_len_b == 0:

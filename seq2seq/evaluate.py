@@ -21,6 +21,7 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.data.corpus import ParallelCorpus
 from seq2seq.decoding.loading import load_for_decoding
+from seq2seq.decoding.steering import parse_constraints_line
 from seq2seq.files import read_argument
 from seq2seq.options import add_decode_arguments, decode_config
 from seq2seq.training.validation import search_bleu
@@ -33,6 +34,23 @@ def check_output(path: str) -> None:
         raise ValueError(f"--output {path}: is a folder, not a file")
     if not where.parent.is_dir():
         raise ValueError(f"--output {path}: no such folder {where.parent}")
+
+
+def steering_files(args: argparse.Namespace, lines: int) -> tuple[list[str | None] | None, list[list[str]] | None]:
+    """--prefixes and --constraints, read whole; ValueError when a file's line count is not the source's."""
+    prefixes = constraints = None
+    if args.prefixes:
+        prefixes = [line or None for line in _lines(args.prefixes, "--prefixes", lines)]
+    if args.constraints:
+        constraints = [parse_constraints_line(line) for line in _lines(args.constraints, "--constraints", lines)]
+    return prefixes, constraints
+
+
+def _lines(path: str, option: str, expected: int) -> list[str]:
+    found = read_argument(option, path)
+    if len(found) != expected:
+        raise ValueError(f"{path} ({option}) has {len(found)} lines but --src has {expected}")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         decode = decode_config(args, config.decode)
         if args.target_lang is not None:
             src = tokenizer.with_target_language(src, args.target_lang)
-    except (CheckpointError, ConfigError, RuntimeError, ValueError) as exc:
+        prefixes, constraints = steering_files(args, len(src))
+        scores, hyps = search_bleu(
+            model,
+            tokenizer,
+            ParallelCorpus(src, ref),
+            decode,
+            device,
+            sys.stderr.isatty(),
+            shortlist,
+            prefixes,
+            constraints,
+        )
+    except (CheckpointError, ConfigError, RuntimeError, ValueError) as exc:  # SteeringError too: names its line
         print(f"seq2seq.evaluate: {exc}", file=sys.stderr)
         return 2
-    scores, hyps = search_bleu(
-        model, tokenizer, ParallelCorpus(src, ref), decode, device, sys.stderr.isatty(), shortlist
-    )
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     if scores.bleu < 1.0:  # most often the two files the wrong way round, or another language pair's model

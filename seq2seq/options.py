@@ -21,6 +21,12 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
     parser.add_argument("--alpha", type=float, help="length penalty exponent ((5+len)/6)^alpha")
+    parser.add_argument(
+        "--coverage-penalty",
+        type=float,
+        metavar="BETA",
+        help="beam search: rank hypotheses that left source words unattended lower (GNMT's beta; 0: off)",
+    )
     parser.add_argument("--max-len-a", type=float, help="max output length = a * source length + b")
     parser.add_argument("--max-len-b", type=int)
     parser.add_argument("--batch-size", type=int, help="sentences per decoding batch")
@@ -36,6 +42,20 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--temperature", type=float, help="divides the log-probabilities (< 1 sharper, > 1 flatter)")
     sampling.add_argument(
         "--seed", type=int, help="with each source sentence, decides its samples, whatever the batching (default: 0)"
+    )
+    steering = parser.add_argument_group(
+        "steering", "outputs that hold given phrases or start with given text (docs/decoding.md#steering)"
+    )
+    steering.add_argument(
+        "--constraints",
+        metavar="FILE",
+        help="required phrases: line N holds input line N's phrases, separated by tabs (an empty line: none); "
+        "every output holds them, on word boundaries (constrained beam search)",
+    )
+    steering.add_argument(
+        "--prefixes",
+        metavar="FILE",
+        help="forced prefixes: line N is the text input line N's output starts with (an empty line: none)",
     )
     parser.add_argument(
         "--target-lang",
@@ -64,6 +84,7 @@ def decode_config(args: argparse.Namespace, defaults: DecodeConfig, **extra: int
     overrides = {
         "beam_size": args.beam_size,
         "alpha": args.alpha,
+        "coverage_penalty": args.coverage_penalty,
         "max_len_a": args.max_len_a,
         "max_len_b": args.max_len_b,
         "batch_size": args.batch_size,

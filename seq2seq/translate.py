@@ -2,7 +2,8 @@
 
     python -m seq2seq.translate CHECKPOINT [CHECKPOINT ...] [--beam-size N] [--nbest K] [--batch-size B]
         [--sampling [--top-k K] [--top-p P] [--epsilon E] [--temperature T] [--seed S]]
-        [--alignment [pieces|words]] [--device D] [--quantize int8] [--shortlist] < in > out
+        [--alignment [pieces|words]] [--device D] [--quantize int8] [--shortlist]
+        [--constraints FILE] [--prefixes FILE] [--jsonl] [--target-lang LANG] < in > out
 
 CHECKPOINT is a best.pt / last.pt file written by seq2seq.train, or a run folder (outputs/DATE/TIME),
 which stands for its checkpoints/best.pt; several checkpoints decode as an ensemble (seq2seq.decoding.ensemble).
@@ -11,7 +12,9 @@ each line is translated as soon as it is entered (Ctrl-D ends). With --nbest K >
 gives one output line holding the K hypotheses separated by " ||| ". With --sampling each output is drawn
 from the model's distribution (back-translation), --nbest K gives K independent samples, and the same
 --seed gives the same samples whatever the batching (seq2seq.decoding.sampling). With --alignment, each hypothesis
-is followed by " ||| " and its hard alignment (`i-j` pairs, seq2seq.decoding.alignment). Logs go to standard
+is followed by " ||| " and its hard alignment (`i-j` pairs, seq2seq.decoding.alignment). --constraints FILE
+(tab-separated phrases per line) makes every output hold its line's phrases, --prefixes FILE start with its
+line's text; --jsonl reads both from JSON input lines (seq2seq.decoding.steering). Logs go to standard
 error only. A reader that closes standard output early (`| head -1`) ends translate quietly, status 0.
 """
 
@@ -34,6 +37,7 @@ from seq2seq.decoding.inference import hypothesis_attention, translate_sentences
 from seq2seq.decoding.lexicon import LexicalShortlist
 from seq2seq.decoding.loading import MAX_SOURCE_TOKENS, load_for_decoding
 from seq2seq.decoding.search import Hypothesis
+from seq2seq.decoding.steering import SteeringError, parse_constraints_line, parse_request_line
 from seq2seq.files import stdout_may_close, strip_line_end
 from seq2seq.options import add_decode_arguments, decode_config
 
@@ -68,6 +72,39 @@ def read_chunks(stream: BinaryIO, size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+class SteeringFiles:
+    """--constraints FILE and --prefixes FILE, read line by line alongside the input."""
+
+    def __init__(self, constraints: str | None = None, prefixes: str | None = None) -> None:
+        self.paths = {name: path for name, path in (("constraints", constraints), ("prefixes", prefixes)) if path}
+        self.files = {name: open(path, encoding="utf-8", newline="\n") for name, path in self.paths.items()}  # noqa: SIM115
+
+    def take(self, count: int, first_line: int) -> tuple[list[str | None] | None, list[list[str]] | None]:
+        """The prefixes and phrases of the next `count` input lines (None for a file not given)."""
+        lines = {name: [self._line(name, first_line + i) for i in range(count)] for name in self.files}
+        prefixes = [line.rstrip("\r\n") or None for line in lines["prefixes"]] if "prefixes" in lines else None
+        constraints = None
+        if "constraints" in lines:
+            constraints = [parse_constraints_line(line) for line in lines["constraints"]]
+        return prefixes, constraints
+
+    def _line(self, name: str, number: int) -> str:
+        try:
+            line = self.files[name].readline()
+        except UnicodeDecodeError as exc:
+            raise SteeringError(number, f"{self.paths[name]} is not UTF-8 there ({exc.reason})") from None
+        if not line:
+            raise SteeringError(number, f"{self.paths[name]} has only {number - 1} lines; the input has more")
+        return line
+
+    def finish(self, count: int) -> None:
+        """After the input's `count` lines: a file with more lines than the input is an error."""
+        for name, f in self.files.items():
+            if f.readline():
+                raise SteeringError(count + 1, f"{self.paths[name]} has more lines than the input ({count})")
+            f.close()
+
+
 def translate_stream(
     model: DecodingModel,
     tokenizer: Tokenizer,
@@ -79,16 +116,29 @@ def translate_stream(
     alignment: str | None = None,
     shortlist: LexicalShortlist | None = None,
     target_lang: str | None = None,
+    steering: SteeringFiles | None = None,
+    jsonl: bool = False,
 ) -> int:
     """Translate `source` line by line into `target`: one output line per input line. Returns the count.
 
     `alignment` ("pieces" or "words"): each hypothesis is followed by " ||| " and its hard alignment.
     `shortlist`: every sentence searches over its own candidate target ids only.
     `target_lang`: a multilingual model's output language (`Tokenizer.with_target_language`).
+    `steering`: prefixes and required phrases from files; `jsonl`: every input line is a JSON object with
+    "src" and maybe "constraints" and "prefix". A problem with either raises `SteeringError` naming the line;
+    the lines before its chunk have been written.
     """
     device = next(model.parameters()).device
     count = 0
     for chunk in read_chunks(source, chunk_size):
+        prefixes: list[str | None] | None = None
+        constraints: list[list[str]] | None = None
+        if jsonl:
+            records = [parse_request_line(line, count + 1 + i) for i, line in enumerate(chunk)]
+            chunk = [src for src, _, _ in records]
+            prefixes, constraints = [p for _, p, _ in records], [c for _, _, c in records]
+        elif steering is not None:
+            prefixes, constraints = steering.take(len(chunk), count + 1)
         if target_lang is not None:
             chunk = tokenizer.with_target_language(chunk, target_lang)
         hypotheses = translate_sentences(
@@ -101,6 +151,8 @@ def translate_stream(
             progress=progress,
             first_line=count + 1,
             shortlist=shortlist,
+            prefixes=prefixes,
+            constraints=constraints,
         )
         links = alignments(model, tokenizer, chunk, hypotheses, decode, alignment) if alignment else None
         for line, hyps in enumerate(hypotheses):
@@ -110,6 +162,8 @@ def translate_stream(
             target.write(NBEST_SEPARATOR.join(fields) + "\n")
         target.flush()
         count += len(chunk)
+    if steering is not None:
+        steering.finish(count)
     return count
 
 
@@ -182,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         "input is a terminal, so each typed line is translated at once)",
     )
     parser.add_argument(
+        "--jsonl",
+        action="store_true",
+        help='each input line is a JSON object {"src": ..., "constraints": [phrases], "prefix": text} (the last two '
+        "optional); the output stays one plain line per input line",
+    )
+    parser.add_argument(
         "--alignment",
         nargs="?",
         const="pieces",
@@ -206,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         decode = decode_config(args, config.decode, nbest=args.nbest)
         if args.target_lang is not None:
             tokenizer.with_target_language([], args.target_lang)  # an unknown language: refused before reading input
-    except (CheckpointError, ConfigError, RuntimeError, ValueError) as exc:
+        if args.jsonl and (args.constraints or args.prefixes):
+            raise ValueError("--jsonl carries the constraints and prefixes in the input; drop --constraints/--prefixes")
+        steering = SteeringFiles(args.constraints, args.prefixes) if args.constraints or args.prefixes else None
+    except (CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as exc:
         print(f"seq2seq.translate: {exc}", file=sys.stderr)
         return 2
     if args.alignment and not model.has_attention:
@@ -224,18 +287,24 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "seq2seq.translate", *argv])
         print(TERMINAL_HINT.format(command=command), file=sys.stderr, flush=True)
     with stdout_may_close():
-        count = translate_stream(
-            model,
-            tokenizer,
-            decode,
-            sys.stdin.buffer,
-            sys.stdout,
-            chunk_size,
-            progress=sys.stderr.isatty() and not interactive,
-            alignment=args.alignment,
-            shortlist=shortlist,
-            target_lang=args.target_lang,
-        )
+        try:
+            count = translate_stream(
+                model,
+                tokenizer,
+                decode,
+                sys.stdin.buffer,
+                sys.stdout,
+                chunk_size,
+                progress=sys.stderr.isatty() and not interactive,
+                alignment=args.alignment,
+                shortlist=shortlist,
+                target_lang=args.target_lang,
+                steering=steering,
+                jsonl=args.jsonl,
+            )
+        except SteeringError as exc:
+            print(f"seq2seq.translate: {exc}", file=sys.stderr)
+            return 2
         log.info("translated %d lines", count)
     return 0
 

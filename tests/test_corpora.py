@@ -169,7 +169,7 @@ def test_the_server_asks_for_a_target_language_or_names_the_field():
     settings = api.DecodeSettings(1, 1, 0.6, False)
     body = json.dumps({"text": ["a b", ""], "target_lang": "fr"}).encode()
     lines, _ = api.parse_request(body, limits, settings, lambda beam: None, tok)
-    assert lines == ["<2fr> a b", ""]
+    assert [line.text for line in lines] == ["<2fr> a b", ""]
     for lang, message in (("cs", "unknown target language 'cs'"), (3, "target_lang must be a string")):
         body = json.dumps({"text": ["a"], "target_lang": lang}).encode()
         with pytest.raises(api.RequestError) as error:

@@ -122,5 +122,12 @@ def test_the_page_translates_and_draws_one_heatmap_row_per_output_piece(chromium
             page.click("#translate")
             page.wait_for_selector("#error:not([hidden])")
             assert "beam_size must be between 1 and 16" in page.inner_text("#error")
+
+            page.fill("#beam-size", "3")  # required terms: in every translation, marked
+            page.fill("#terms", "dog; the cat")
+            page.click("#translate")
+            page.wait_for_selector("#translations mark.term")
+            assert set(page.locator("#translations mark.term").all_inner_texts()) == {"dog", "the cat"}
+            assert page.locator("#error").is_hidden()
         finally:
             browser.close()

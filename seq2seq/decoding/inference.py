@@ -20,8 +20,16 @@ from seq2seq.config import DecodeConfig
 from seq2seq.data.batches import make_batch, sentence_batches
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.lexicon import LexicalShortlist
-from seq2seq.decoding.search import ForcedScore, Hypothesis, score_batch, translate_batch
-from seq2seq.vocab import EOS_PIECE
+from seq2seq.decoding.search import ForcedScore, Hypothesis, max_output_lengths, score_batch, translate_batch
+from seq2seq.decoding.steering import (
+    MAX_PHRASES,
+    MAX_PREFIX_TOKENS,
+    Phrase,
+    Steering,
+    SteeringError,
+    continues_word_table,
+)
+from seq2seq.vocab import EOS_PIECE, UNK_ID
 
 if TYPE_CHECKING:  # for annotations only: no import at run time
     from seq2seq.decoding.ensemble import DecodingModel
@@ -40,26 +48,91 @@ def translate_sentences(
     progress: bool = False,
     first_line: int = 1,
     shortlist: LexicalShortlist | None = None,
+    prefixes: Sequence[str | None] | None = None,
+    constraints: Sequence[Sequence[str]] | None = None,
 ) -> list[list[Hypothesis]]:
     """The `cfg.nbest` best hypotheses for every sentence, in input order.
 
     A sentence that is empty (or only whitespace) gets one empty hypothesis without
     running the model. Sources longer than `max_src_tokens` subwords are truncated, with a warning
     that names the line (`first_line` is the number of `sentences[0]` in the input). `shortlist`: every
-    sentence searches over its own candidate target ids only (`seq2seq.shortlist`).
+    sentence searches over its own candidate target ids only (`seq2seq.shortlist`). `prefixes` (a string or
+    None per sentence): each output starts with its prefix; `constraints` (a list of phrases per sentence):
+    each output holds its phrases (`seq2seq.decoding.steering`). A prefix or phrase that cannot be honoured
+    raises `SteeringError` naming its line, before anything is decoded.
     """
     was_training = model.training
     model.eval()
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
     todo = [i for i, s in enumerate(sentences) if s.strip()]
     ids = encode_sources(tokenizer, [sentences[i] for i in todo], max_src_tokens, first_line, todo)
+    steering = None
+    if prefixes is not None or constraints is not None:
+        steering = encode_steering(tokenizer, ids, todo, cfg, prefixes, constraints, first_line)
     batches = sentence_batches([len(seq) for seq in ids], cfg.batch_size)
+    if steering is not None and steering.has_constraints:  # apart: a sentence without phrases searches as usual
+        batches = steering.split(batches)
     for positions in tqdm(batches, desc="decoding", unit="batch", disable=not progress, leave=False):
         batch = make_batch([ids[p] for p in positions], indices=[todo[p] for p in positions]).to(device)
-        for index, hyps in zip(batch.indices, translate_batch(model, batch, cfg, shortlist=shortlist)):
+        steer = steering.select(positions) if steering is not None else None
+        for index, hyps in zip(batch.indices, translate_batch(model, batch, cfg, shortlist=shortlist, steering=steer)):
             results[index] = hyps
     model.train(was_training)
     return results
+
+
+def encode_steering(
+    tokenizer: Tokenizer,
+    src_ids: Sequence[Sequence[int]],
+    todo: Sequence[int],
+    cfg: DecodeConfig,
+    prefixes: Sequence[str | None] | None,
+    constraints: Sequence[Sequence[str]] | None,
+    first_line: int = 1,
+) -> Steering:
+    """The prefixes and required phrases of the sentences `todo` (whose source ids are `src_ids`) as target
+    ids; `SteeringError` names the line of the first that cannot be honoured: a phrase that is empty or
+    holds a character the target vocabulary lacks, more phrase tokens than the sentence's max output length,
+    more than `MAX_PHRASES` phrases, or a prefix over `MAX_PREFIX_TOKENS` tokens."""
+    encoded_prefixes, encoded_phrases = [], []
+    limits = max_output_lengths(torch.tensor([len(s) + 1 for s in src_ids], dtype=torch.long), cfg).tolist()
+    for k, i in enumerate(todo):
+        line = first_line + i
+        prefix = (prefixes[i] if prefixes is not None else None) or ""
+        prefix_ids = tokenizer.encode_tgt([prefix])[0] if prefix.strip() else []
+        if len(prefix_ids) > MAX_PREFIX_TOKENS:
+            raise SteeringError(
+                line, f"the prefix has {len(prefix_ids)} target tokens; the limit is {MAX_PREFIX_TOKENS}"
+            )
+        phrases = list(constraints[i]) if constraints is not None else []
+        if len(phrases) > MAX_PHRASES:
+            raise SteeringError(line, f"{len(phrases)} required phrases; the limit is {MAX_PHRASES}")
+        phrase_ids = [_phrase_ids(tokenizer, phrase, line) for phrase in phrases]
+        total = sum(map(len, phrase_ids))
+        if total > limits[k]:
+            raise SteeringError(
+                line,
+                f"the required phrases hold {total} target tokens, more than the {limits[k]} its output may have "
+                "(decode.max_len_a x source tokens + decode.max_len_b)",
+            )
+        encoded_prefixes.append(prefix_ids)
+        encoded_phrases.append(phrase_ids)
+    pieces = [tokenizer.tgt.id_to_piece(i) for i in range(tokenizer.tgt_vocab_size)]
+    return Steering(encoded_prefixes, encoded_phrases, continues_word_table(pieces))
+
+
+def _phrase_ids(tokenizer: Tokenizer, phrase: str, line: int) -> Phrase:
+    text = " ".join(phrase.split())
+    if not text:
+        raise SteeringError(line, "a required phrase is empty")
+    ids = tokenizer.encode_tgt([text])[0]
+    if UNK_ID in ids:
+        pieces = tokenizer.tgt.encode(text, out_type=str)
+        unknown = "".join(p for p, i in zip(pieces, ids) if i == UNK_ID)
+        raise SteeringError(
+            line, f"the required phrase {text!r} cannot be encoded: the target vocabulary has no piece for {unknown!r}"
+        )
+    return tuple(ids)
 
 
 def encode_sources(

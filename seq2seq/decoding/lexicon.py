@@ -59,12 +59,14 @@ class LexicalShortlist:
     translations: Tensor  # (src_vocab, per_source) long: target ids, strongest first
     frequent: Tensor  # (frequent,) long: the most frequent target ids
 
-    def candidates(self, src: Tensor, tgt_vocab_size: int) -> Candidates:
+    def candidates(
+        self, src: Tensor, tgt_vocab_size: int, required: Sequence[Sequence[int]] | None = None
+    ) -> Candidates:
         """src (batch, src_len), PAD after each sentence -> every sentence's candidate target ids.
 
         A sentence's candidates: the frequent ids, EOS and UNK (`shared`, the same for every sentence), and
-        the translations of its source ids that are not among them (`own`). Never PAD or BOS (which are
-        never generated).
+        the translations of its source ids that are not among them (`own`), and the ids of `required[i]`
+        (a forced prefix's and required phrases' pieces). Never PAD or BOS (which are never generated).
         """
         shared = torch.zeros(tgt_vocab_size, dtype=torch.bool, device=src.device)  # (tgt_vocab,)
         shared[self.frequent.to(src.device)] = True
@@ -73,6 +75,9 @@ class LexicalShortlist:
         batch = src.size(0)
         member = torch.zeros(batch, tgt_vocab_size, dtype=torch.bool, device=src.device)  # (batch, tgt_vocab)
         member.scatter_(1, self.translations.to(src.device)[src].view(batch, -1), True)  # PAD's row: EOS only
+        for i, ids in enumerate(required or ()):
+            if ids:
+                member[i, torch.tensor(list(ids), dtype=torch.long, device=src.device)] = True
         member &= ~shared
         member[:, [PAD_ID, BOS_ID]] = False
         counts = member.sum(dim=1)  # (batch,)

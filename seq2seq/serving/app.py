@@ -35,10 +35,17 @@ from starlette.exceptions import HTTPException
 
 from seq2seq.config import ConfigError, DecodeConfig, validate_decode
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding.inference import AttentionMap, hypothesis_attention, translate_sentences
+from seq2seq.decoding.inference import (
+    AttentionMap,
+    encode_sources,
+    encode_steering,
+    hypothesis_attention,
+    translate_sentences,
+)
 from seq2seq.decoding.lexicon import LexicalShortlist
 from seq2seq.decoding.loading import MAX_SOURCE_TOKENS
 from seq2seq.decoding.search import Hypothesis
+from seq2seq.decoding.steering import SteeringError
 from seq2seq.serving.batcher import DynamicBatcher, QueueFull
 
 log = logging.getLogger("seq2seq.serve")
@@ -57,6 +64,7 @@ class Limits:
     max_beam_size: int = 16  # --max-beam-size: also bounds nbest (and the samples per line)
     max_alpha: float = 2.0  # --max-alpha: the length penalty's alpha is in [0, max_alpha]
     max_queued_sentences: int = 2000  # --max-queued-sentences: beyond it a request gets 503 (busy)
+    max_phrases: int = 8  # --max-phrases: required phrases per line (each at most max_line_chars)
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,21 @@ class TranslateRequest(BaseModel):
     target_lang: str | None = Field(
         None, description="a multilingual model: the output language (each line gets the tag <2LANG> first)"
     )
+    constraints: list[list[str]] | None = Field(
+        None, description="required phrases, one list per entry of text: every output holds them ([]: none)"
+    )
+    prefixes: list[str | None] | None = Field(
+        None, description="forced prefixes, one per entry of text (null: none): every output starts with it"
+    )
+
+
+@dataclass(frozen=True)
+class Line:
+    """One entry of a request's text, with what its output must start with and hold."""
+
+    text: str
+    prefix: str | None = None
+    phrases: tuple[str, ...] = ()
 
 
 class Attention(BaseModel):
@@ -196,7 +219,36 @@ def parse_request(
             lines = tokenizer.with_target_language(lines, request.target_lang)
         except ValueError as exc:
             raise RequestError(422, "target_lang", str(exc)) from None
-    return lines, settings
+    return steered_lines(lines, request, limits, settings), settings
+
+
+def steered_lines(lines: list[str], request: TranslateRequest, limits: Limits, settings: DecodeSettings) -> list[Line]:
+    """The lines with their prefixes and phrases, within the limits: one entry per line of text, at most
+    `max_phrases` phrases per line, each phrase and prefix at most `max_line_chars`; phrases need a search."""
+    for name, given in (("constraints", request.constraints), ("prefixes", request.prefixes)):
+        if given is not None and len(given) != len(lines):
+            raise RequestError(
+                422, name, f"{name} holds {len(given)} entries but text {len(lines)}: one per line of text"
+            )
+    constraints = request.constraints or [[] for _ in lines]
+    prefixes = request.prefixes or [None for _ in lines]
+    for i, (phrases, prefix) in enumerate(zip(constraints, prefixes)):
+        if len(phrases) > limits.max_phrases:
+            raise RequestError(
+                422,
+                f"constraints[{i}]",
+                f"constraints[{i}] holds {len(phrases)} phrases; at most {limits.max_phrases} (--max-phrases)",
+            )
+        for text, field in [*((p, f"constraints[{i}]") for p in phrases), (prefix or "", f"prefixes[{i}]")]:
+            if len(text) > limits.max_line_chars:
+                raise RequestError(
+                    422,
+                    field,
+                    f"{field} has {len(text)} characters; at most {limits.max_line_chars} (--max-line-chars)",
+                )
+    if any(constraints) and settings.sampling:
+        raise RequestError(422, "constraints", "required phrases need a search: sampling cannot promise them")
+    return [Line(text, prefix, tuple(phrases)) for text, prefix, phrases in zip(lines, prefixes, constraints)]
 
 
 def _type_error(exc: ValidationError) -> RequestError:
@@ -212,8 +264,18 @@ def _type_error(exc: ValidationError) -> RequestError:
         return RequestError(422, field, f"{field} is required: a list of sentences (strings)")
     expected = {"text": "a list of strings", "beam_size": "an integer", "nbest": "an integer", "alpha": "a number"}
     expected.update(top_k="an integer", seed="an integer", top_p="a number", epsilon="a number", temperature="a number")
-    expected.update(target_lang="a string such as fr")
-    wanted = expected.get(field, "a string" if field.startswith("text[") else "true or false")
+    expected.update(target_lang="a string such as fr", constraints="a list of lists of phrases (strings), one per line")
+    expected.update(prefixes="a list of strings or nulls, one per line")
+    wanted = expected.get(field)
+    if wanted is None:
+        if field.startswith(("text[", "constraints[")) and field.count("[") == (1 if field.startswith("text") else 2):
+            wanted = "a string"
+        elif field.startswith("constraints["):
+            wanted = "a list of phrases (strings)"
+        elif field.startswith("prefixes["):
+            wanted = "a string or null"
+        else:
+            wanted = "true or false"
     return RequestError(422, field, f"{field} must be {wanted}, not {json.dumps(error['input'])[:40]}")
 
 
@@ -344,8 +406,32 @@ class Translator:
             return "this model has no attention (model.attention=none), so there are no weights to return"
         return None
 
-    def __call__(self, settings: DecodeSettings, sentences: list[str]) -> list[dict[str, Any]]:
+    def check_steering(self, settings: DecodeSettings, lines: list[Line]) -> None:
+        """A `RequestError` (422) naming the entry whose prefix or phrases cannot be honoured, before the request
+        joins a batch (where it would fail the batch's other requests too)."""
+        sentences, prefixes, constraints = self.steering(lines)
+        if prefixes is None and constraints is None:
+            return
         cfg = replace(self.decode, **settings.decode_fields())
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        ids = encode_sources(self.tokenizer, [sentences[i] for i in todo], MAX_SOURCE_TOKENS, None)
+        try:
+            encode_steering(self.tokenizer, ids, todo, cfg, prefixes, constraints, first_line=0)
+        except SteeringError as exc:
+            field = f"prefixes[{exc.line}]" if exc.kind == "prefix" else f"constraints[{exc.line}]"
+            raise RequestError(422, field, f"{field}: {exc.problem}") from None
+
+    @staticmethod
+    def steering(lines: list[Line] | list[str]) -> tuple[list[str], list[str | None] | None, list[list[str]] | None]:
+        """(texts, prefixes or None when there are none, phrases or None when there are none)."""
+        steered = [line if isinstance(line, Line) else Line(line) for line in lines]
+        prefixes = [line.prefix for line in steered] if any(line.prefix for line in steered) else None
+        constraints = [list(line.phrases) for line in steered] if any(line.phrases for line in steered) else None
+        return [line.text for line in steered], prefixes, constraints
+
+    def __call__(self, settings: DecodeSettings, lines: list[Line] | list[str]) -> list[dict[str, Any]]:
+        cfg = replace(self.decode, **settings.decode_fields())
+        sentences, prefixes, constraints = self.steering(lines)
         hypotheses = translate_sentences(
             self.model,
             self.tokenizer,
@@ -354,6 +440,8 @@ class Translator:
             self.device,
             max_src_tokens=MAX_SOURCE_TOKENS,
             shortlist=self.shortlist,
+            prefixes=prefixes,
+            constraints=constraints,
         )
         if settings.attention:
             return self.with_forced_attention(sentences, hypotheses, cfg)
@@ -467,6 +555,7 @@ def _add_translate_route(app: FastAPI, translator: Translator, limits: Limits, d
         """Translate a list of lines: exactly one entry per line, in order (an empty line gets an empty entry)."""
         body = await read_body(request, limits.max_body_bytes)
         lines, settings = parse_request(body, limits, defaults, translator.attention_problem, translator.tokenizer)
+        translator.check_steering(settings, lines)
         try:
             future = request.app.state.batcher.submit(settings, lines)
         except QueueFull as exc:

@@ -27,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DecodeFn = Callable[[Any, list[str]], Sequence[Any]]  # (key, sentences) -> one result per sentence, in order
+DecodeFn = Callable[[Any, list[Any]], Sequence[Any]]  # (key, sentences) -> one result per sentence, in order
 
 
 class QueueFull(RuntimeError):
@@ -37,7 +37,7 @@ class QueueFull(RuntimeError):
 @dataclass
 class Job:
     key: Hashable  # jobs share a batch only when their keys are equal
-    sentences: list[str]
+    sentences: list[Any]  # the request's lines, as `decode` takes them
     future: Future = field(default_factory=Future)  # gets the list of results, one per sentence
     arrived: float = field(default_factory=time.monotonic)
 
@@ -98,7 +98,7 @@ class DynamicBatcher:
         with self._cond:
             return BatchStats(**self._stats.to_dict())
 
-    def submit(self, key: Hashable, sentences: list[str]) -> Future:
+    def submit(self, key: Hashable, sentences: Sequence[Any]) -> Future:
         """Queue `sentences` for decoding with settings `key`; the future gets one result per sentence."""
         job = Job(key, list(sentences))
         with self._cond:

@@ -115,12 +115,25 @@ def search_bleu(
     device: torch.device,
     progress: bool = False,
     shortlist: LexicalShortlist | None = None,
+    prefixes: Sequence[str | None] | None = None,
+    constraints: Sequence[Sequence[str]] | None = None,
 ) -> tuple[SearchScores, list[str]]:
     """Translate `corpus.src` with `decode` (its best hypothesis) and score against `corpus.tgt`, timed.
 
-    `shortlist`: every sentence searches over its own candidate target ids only (`seq2seq.shortlist`)."""
+    `shortlist`: every sentence searches over its own candidate target ids only (`seq2seq.shortlist`);
+    `prefixes`, `constraints`: steer every sentence's output (`seq2seq.decoding.steering`)."""
     start = time.monotonic()
-    found = translate_sentences(model, tokenizer, corpus.src, decode, device, progress=progress, shortlist=shortlist)
+    found = translate_sentences(
+        model,
+        tokenizer,
+        corpus.src,
+        decode,
+        device,
+        progress=progress,
+        shortlist=shortlist,
+        prefixes=prefixes,
+        constraints=constraints,
+    )
     hyps = best_strings(tokenizer, found)
     seconds = time.monotonic() - start
     scores = SearchScores.measured(decode.beam_size, corpus_scores(hyps, corpus.tgt), len(hyps), seconds)

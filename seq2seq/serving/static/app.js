@@ -1,6 +1,7 @@
 // The page of seq2seq.serve: posts the lines to /translate and draws a chosen hypothesis' attention as a
 // heatmap (rows: output pieces, columns: source pieces, colored with viridis from 0 to 1), the picture that
-// seq2seq/insight.py draws for TensorBoard. Plain JavaScript, no build step, nothing fetched from elsewhere.
+// seq2seq/insight.py draws for TensorBoard. Required terms (semicolon-separated) go to every line as its
+// constraints and are marked in the translations. Plain JavaScript, no build step, nothing fetched from elsewhere.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -84,6 +85,8 @@ async function translate() {
     nbest: nbest,
     attention: attentionWanted(),
   };
+  const terms = requiredTerms();
+  if (terms.length) body.constraints = lines.map((line) => (line.trim() ? terms : []));
   $("translate").disabled = true;
   showError("");
   try {
@@ -105,7 +108,30 @@ async function translate() {
   }
 }
 
+function requiredTerms() {
+  return $("terms").value.split(";").map((t) => t.trim()).filter((t) => t);
+}
+
+// `text` as nodes, each required term found on word boundaries wrapped in <mark class="term">
+function marked(text, terms) {
+  const node = element("span", "hyp-text");
+  if (!terms.length) {
+    node.textContent = text;
+    return node;
+  }
+  const escaped = terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).sort((a, b) => b.length - a.length);
+  const pattern = new RegExp(`(?<![\\p{L}\\p{N}])(?:${escaped.join("|")})(?![\\p{L}\\p{N}])`, "gu");
+  let last = 0;
+  for (const match of text.matchAll(pattern)) {
+    node.append(text.slice(last, match.index), element("mark", "term", match[0]));
+    last = match.index + match[0].length;
+  }
+  node.append(text.slice(last));
+  return node;
+}
+
 function render(lines, result) {
+  const terms = requiredTerms();
   const list = $("translations");
   list.replaceChildren();
   let first = null;
@@ -119,7 +145,7 @@ function render(lines, result) {
     }
     entry.hypotheses.forEach((hyp) => {
       const row = element("span", "hypothesis");
-      row.append(element("span", "hyp-text", hyp.text), element("span", "score", `score ${hyp.score.toFixed(3)}`));
+      row.append(marked(hyp.text, terms), element("span", "score", `score ${hyp.score.toFixed(3)}`));
       if (hyp.attention && hyp.attention.output_pieces.length) {
         row.dataset.attention = "";
         row.addEventListener("click", () => select(row, hyp));

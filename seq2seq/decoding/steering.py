@@ -1,0 +1,223 @@
+"""Steering the search: a forced prefix and required phrases per sentence (`Steering`), and lexically
+constrained beam search, whose every output holds the phrases its sentence requires.
+
+Prefixes are forced by the step function itself (`search.ModelState.prefix`), so every search honours them.
+
+Dynamic beam allocation (Post & Vilar 2018): a hypothesis counts the constraint tokens it has met, and the
+beam of k is shared out among "banks", one per count (0 .. all of the sentence's constraint tokens), so that
+hypotheses that have placed more of the constraints are not crowded out by more probable ones that have
+placed fewer. At each step a sentence's candidates are the k best continuations of its beam (as in plain
+beam search), the best continuation of each hypothesis, and every continuation that advances a constraint
+(the next piece of a phrase in progress, or the first piece of a phrase not yet met); the banks then take
+turns picking their best candidate, the bank of most tokens met first, until the beam is full.
+
+Phrases are matched in subword pieces: a phrase in progress whose next piece diverges is abandoned (its
+pieces no longer count), and a phrase counts as met only on word boundaries: the piece after its last one
+must start a new word (or be punctuation, or the end), else the phrase is undone ("dog" is not met by
+"dogs"). A hypothesis may end (EOS) only when every phrase is met. The model's scores are computed for the
+whole beam at once by the shared step function, so ensembles, int8 models and shortlists (whose candidates
+hold the constraint pieces) work as in plain search; the bookkeeping of each sentence's candidates is plain
+Python, a few dozen candidates per sentence and step. The search itself is `search.constrained_beam_search`;
+this module holds what it keeps track of.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+Phrase = tuple[int, ...]  # a required phrase's target ids
+MAX_PREFIX_TOKENS = 200  # a longer forced prefix is refused
+MAX_PHRASES = 32  # required phrases per sentence
+
+
+class SteeringError(ValueError):
+    """A prefix or required phrase that cannot be honoured: `problem`, at input line `line` (the message
+    says "line N: problem"; the server names the request's entry instead)."""
+
+    def __init__(self, line: int, problem: str, kind: str = "constraints") -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line, self.problem, self.kind = line, problem, kind  # kind: "constraints" or "prefix"
+
+
+def parse_constraints_line(line: str) -> list[str]:
+    """A line of a constraints file: phrases separated by tabs (empty ones ignored; an empty line: none)."""
+    return [phrase.strip() for phrase in line.rstrip("\r\n").split("\t") if phrase.strip()]
+
+
+def parse_request_line(line: str, number: int) -> tuple[str, str | None, list[str]]:
+    """A JSONL input line, {"src": ..., "constraints"?: [phrases], "prefix"?: text or null} -> (source,
+    prefix, phrases); `SteeringError` naming line `number` for anything else."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SteeringError(number, f"not JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("src"), str):
+        raise SteeringError(number, f'expected a JSON object with a string "src", got {line.strip()[:60]!r}')
+    unknown = sorted(set(record) - {"src", "constraints", "prefix"})
+    if unknown:
+        raise SteeringError(number, f"unknown field(s) {unknown}; the fields are src, constraints, prefix")
+    phrases, prefix = record.get("constraints") or [], record.get("prefix")
+    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+        raise SteeringError(number, '"constraints" must be a list of strings')
+    if prefix is not None and not isinstance(prefix, str):
+        raise SteeringError(number, '"prefix" must be a string or null')
+    return record["src"], prefix, phrases
+
+
+@dataclass
+class Steering:
+    """What a batch's outputs must hold, per sentence (batch order), as target ids: a prefix they start with
+    ([] for none) and phrases they contain ([] for none)."""
+
+    prefixes: list[list[int]]
+    constraints: list[list[Phrase]]
+    continues_word: Sequence[bool]  # per target id (`continues_word_table`)
+
+    @property
+    def has_prefixes(self) -> bool:
+        return any(self.prefixes)
+
+    @property
+    def has_constraints(self) -> bool:
+        return any(self.constraints)
+
+    def split(self, batches: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Each batch (sentence indices) split in two: the sentences with required phrases, and the others
+        (which plain search decodes, exactly as without steering)."""
+        parts = [
+            [[r for r in rows if bool(self.constraints[r]) == phrased] for phrased in (False, True)] for rows in batches
+        ]
+        return [part for pair in parts for part in pair if part]
+
+    def select(self, rows: Sequence[int]) -> Steering:
+        """The sentences `rows`, in that order (a batch of them)."""
+        return Steering([self.prefixes[r] for r in rows], [self.constraints[r] for r in rows], self.continues_word)
+
+    def repeated(self, times: int) -> Steering:
+        """Each sentence `times` times in a row (sampling's n-best: one row per sample)."""
+        return Steering(
+            [p for p in self.prefixes for _ in range(times)],
+            [c for c in self.constraints for _ in range(times)],
+            self.continues_word,
+        )
+
+    def lengths(self) -> list[int]:
+        """Per sentence, the tokens its prefix and phrases hold: the room added to its max output length."""
+        return [len(p) + sum(map(len, c)) for p, c in zip(self.prefixes, self.constraints)]
+
+    def prefix_table(self, device: torch.device) -> Tensor:
+        """(sentences, longest prefix) ids, -1 after each prefix."""
+        longest = max(len(p) for p in self.prefixes)
+        table = torch.full((len(self.prefixes), longest), -1, dtype=torch.long)
+        for i, prefix in enumerate(self.prefixes):
+            table[i, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+        return table.to(device)
+
+    def required_ids(self) -> list[list[int]]:
+        """Per sentence, every id its prefix and phrases use (a shortlist must offer them)."""
+        return [
+            sorted({*prefix, *(i for phrase in phrases for i in phrase)})
+            for prefix, phrases in zip(self.prefixes, self.constraints)
+        ]
+
+    def sentence_constraints(self) -> list[SentenceConstraints]:
+        return [SentenceConstraints(list(phrases), self.continues_word) for phrases in self.constraints]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one hypothesis is through its sentence's phrases."""
+
+    met: tuple[bool, ...]  # per phrase
+    phrase: int = -1  # the phrase in progress (-1: none)
+    position: int = 0  # pieces of it written so far
+    completed: int = -1  # the phrase completed by the last piece, undone if the next piece continues the word
+
+    def tokens_met(self, lengths: Sequence[int]) -> int:
+        """Its bank: the pieces of met phrases, plus those written of the phrase in progress."""
+        return sum(n for n, done in zip(lengths, self.met) if done) + self.position
+
+    @property
+    def all_met(self) -> bool:
+        return all(self.met)
+
+
+@dataclass
+class SentenceConstraints:
+    """One sentence's required phrases and the rule for word boundaries."""
+
+    phrases: list[Phrase]
+    continues_word: Sequence[bool]  # per target id: the piece goes on with the word before it
+    lengths: list[int] = field(init=False)
+    starts: dict[int, list[int]] = field(init=False)  # first piece -> the phrases that start with it
+
+    def __post_init__(self) -> None:
+        self.lengths = [len(p) for p in self.phrases]
+        self.starts = {}
+        for j, phrase in enumerate(self.phrases):
+            self.starts.setdefault(phrase[0], []).append(j)
+
+    @property
+    def total(self) -> int:
+        return sum(self.lengths)
+
+    def start(self) -> Progress:
+        return Progress(tuple(False for _ in self.phrases))
+
+    def advancing(self, progress: Progress) -> list[int]:
+        """The tokens that advance a phrase from `progress`: the next piece of the one in progress, or the first
+        piece of each phrase not met."""
+        if progress.phrase >= 0:
+            return [self.phrases[progress.phrase][progress.position]]
+        return list({self.phrases[j][0] for j, done in enumerate(progress.met) if not done})
+
+    def after(self, progress: Progress, token: int) -> Progress:
+        """The progress after writing `token`."""
+        met = progress.met
+        if progress.completed >= 0 and token < len(self.continues_word) and self.continues_word[token]:
+            met = _set(met, progress.completed, False)  # "dog" + "s": not the phrase "dog" after all
+        if progress.phrase >= 0:
+            phrase = self.phrases[progress.phrase]
+            if token == phrase[progress.position] and not met[progress.phrase]:
+                position = progress.position + 1
+                if position == len(phrase):
+                    return Progress(_set(met, progress.phrase, True), completed=progress.phrase)
+                return Progress(met, progress.phrase, position)
+            # diverged: the phrase in progress is abandoned; the token may start another one
+        for j in self.starts.get(token, ()):
+            if not met[j]:
+                if len(self.phrases[j]) == 1:
+                    return Progress(_set(met, j, True), completed=j)
+                return Progress(met, j, 1)
+        return Progress(met)
+
+
+def _set(flags: tuple[bool, ...], index: int, value: bool) -> tuple[bool, ...]:
+    return flags[:index] + (value,) + flags[index + 1 :]
+
+
+def continues_word_table(pieces: Sequence[str]) -> list[bool]:
+    """Per target id: whether its piece continues the word before it (no leading "▁", and a letter or digit
+    first), so that a phrase completed just before it is not on a word boundary."""
+    return [bool(p) and not p.startswith("\u2581") and p[0].isalnum() for p in pieces]
+
+
+def allocate_beam(
+    banks: dict[int, list[tuple[float, int, int, Progress]]], k: int
+) -> list[tuple[float, int, int, Progress]]:
+    """Dynamic beam allocation: the banks (tokens met -> candidates) take turns, most tokens met first, each
+    picking its best remaining candidate, until k are picked or none is left."""
+    queues = [sorted(cands, key=lambda c: c[0], reverse=True) for _, cands in sorted(banks.items(), reverse=True)]
+    picked: list[tuple[float, int, int, Progress]] = []
+    depth = 0
+    while len(picked) < k and any(depth < len(q) for q in queues):
+        for queue in queues:
+            if depth < len(queue) and len(picked) < k:
+                picked.append(queue[depth])
+        depth += 1
+    return picked
