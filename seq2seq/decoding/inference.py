@@ -94,45 +94,43 @@ def encode_steering(
     ids; `SteeringError` names the line of the first that cannot be honoured: a phrase that is empty or
     holds a character the target vocabulary lacks, more phrase tokens than the sentence's max output length,
     more than `MAX_PHRASES` phrases, or a prefix over `MAX_PREFIX_TOKENS` tokens."""
-    encoded_prefixes, encoded_phrases = [], []
     limits = max_output_lengths(torch.tensor([len(s) + 1 for s in src_ids], dtype=torch.long), cfg).tolist()
+    given_prefixes = [(prefixes[i] if prefixes is not None else None) or "" for i in todo]
+    given_phrases = [[" ".join(p.split()) for p in constraints[i]] if constraints is not None else [] for i in todo]
+    flat = [phrase for phrases in given_phrases for phrase in phrases]  # every text encoded in one call
+    encoded = iter(tokenizer.encode_tgt([p for p in given_prefixes if p.strip()] + flat))
+    prefix_ids = [next(encoded) if p.strip() else [] for p in given_prefixes]
+    phrase_ids = [[tuple(next(encoded)) for _ in phrases] for phrases in given_phrases]
     for k, i in enumerate(todo):
         line = first_line + i
-        prefix = (prefixes[i] if prefixes is not None else None) or ""
-        prefix_ids = tokenizer.encode_tgt([prefix])[0] if prefix.strip() else []
-        if len(prefix_ids) > MAX_PREFIX_TOKENS:
-            raise SteeringError(
-                line, f"the prefix has {len(prefix_ids)} target tokens; the limit is {MAX_PREFIX_TOKENS}"
-            )
-        phrases = list(constraints[i]) if constraints is not None else []
-        if len(phrases) > MAX_PHRASES:
-            raise SteeringError(line, f"{len(phrases)} required phrases; the limit is {MAX_PHRASES}")
-        phrase_ids = [_phrase_ids(tokenizer, phrase, line) for phrase in phrases]
-        total = sum(map(len, phrase_ids))
+        if len(prefix_ids[k]) > MAX_PREFIX_TOKENS:
+            problem = f"the prefix has {len(prefix_ids[k])} target tokens; the limit is {MAX_PREFIX_TOKENS}"
+            raise SteeringError(line, problem, kind="prefix")
+        if len(given_phrases[k]) > MAX_PHRASES:
+            raise SteeringError(line, f"{len(given_phrases[k])} required phrases; the limit is {MAX_PHRASES}")
+        for text, ids in zip(given_phrases[k], phrase_ids[k]):
+            _check_phrase(tokenizer, text, ids, line)
+        total = sum(map(len, phrase_ids[k]))
         if total > limits[k]:
             raise SteeringError(
                 line,
                 f"the required phrases hold {total} target tokens, more than the {limits[k]} its output may have "
                 "(decode.max_len_a x source tokens + decode.max_len_b)",
             )
-        encoded_prefixes.append(prefix_ids)
-        encoded_phrases.append(phrase_ids)
     pieces = [tokenizer.tgt.id_to_piece(i) for i in range(tokenizer.tgt_vocab_size)]
-    return Steering(encoded_prefixes, encoded_phrases, continues_word_table(pieces))
+    return Steering(prefix_ids, phrase_ids, continues_word_table(pieces))
 
 
-def _phrase_ids(tokenizer: Tokenizer, phrase: str, line: int) -> Phrase:
-    text = " ".join(phrase.split())
+def _check_phrase(tokenizer: Tokenizer, text: str, ids: Phrase, line: int) -> None:
+    """A phrase must hold something, and nothing the target vocabulary lacks."""
     if not text:
         raise SteeringError(line, "a required phrase is empty")
-    ids = tokenizer.encode_tgt([text])[0]
     if UNK_ID in ids:
         pieces = tokenizer.tgt.encode(text, out_type=str)
         unknown = "".join(p for p, i in zip(pieces, ids) if i == UNK_ID)
         raise SteeringError(
             line, f"the required phrase {text!r} cannot be encoded: the target vocabulary has no piece for {unknown!r}"
         )
-    return tuple(ids)
 
 
 def encode_sources(

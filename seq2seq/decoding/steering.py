@@ -155,8 +155,10 @@ class SentenceConstraints:
     continues_word: Sequence[bool]  # per target id: the piece goes on with the word before it
     lengths: list[int] = field(init=False)
     starts: dict[int, list[int]] = field(init=False)  # first piece -> the phrases that start with it
+    transitions: dict[tuple[Progress, int], Progress] = field(init=False)  # `after`'s answers, kept
 
     def __post_init__(self) -> None:
+        self.transitions = {}
         self.lengths = [len(p) for p in self.phrases]
         self.starts = {}
         for j, phrase in enumerate(self.phrases):
@@ -178,6 +180,12 @@ class SentenceConstraints:
 
     def after(self, progress: Progress, token: int) -> Progress:
         """The progress after writing `token`."""
+        known = self.transitions.get((progress, token))
+        if known is None:
+            known = self.transitions[(progress, token)] = self._after(progress, token)
+        return known
+
+    def _after(self, progress: Progress, token: int) -> Progress:
         met = progress.met
         if progress.completed >= 0 and token < len(self.continues_word) and self.continues_word[token]:
             met = _set(met, progress.completed, False)  # "dog" + "s": not the phrase "dog" after all
