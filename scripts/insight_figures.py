@@ -26,7 +26,7 @@ from seq2seq.checkpoint import model_from_checkpoint
 from seq2seq.config import Config
 from seq2seq.data.batches import make_batch
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding.search import translate_batch
+from seq2seq.decoding.model_search import translate_batch
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.training.insight import (
     attention_figure,

@@ -15,7 +15,7 @@ from seq2seq.data.batches import make_batch
 from seq2seq.decoding.alignment import format_alignment, hard_alignment, word_alignment, word_indices
 from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.decoding.inference import attention_for, translate_sentences
-from seq2seq.decoding.search import translate_batch
+from seq2seq.decoding.model_search import translate_batch
 from seq2seq.translate import translate_stream
 
 from .tiny_models import corpus_lines, tiny_checkpoint, tiny_model, tiny_tokenizer

@@ -15,7 +15,7 @@ from seq2seq.data.batches import make_batch
 from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.decoding.inference import score_sentences, translate_sentences
 from seq2seq.decoding.loading import load_models
-from seq2seq.decoding.search import score_batch, translate_batch
+from seq2seq.decoding.model_search import score_batch, translate_batch
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.vocab import BOS_ID
 

@@ -14,7 +14,7 @@ from seq2seq import evaluate, translate
 from seq2seq.config import DecodeConfig
 from seq2seq.data.batches import make_batch
 from seq2seq.decoding.inference import translate_sentences
-from seq2seq.decoding.search import score_batch
+from seq2seq.decoding.model_search import score_batch
 from seq2seq.model.cells import CELL_CLASSES
 from seq2seq.model.quantize import Int8Cell, Int8Linear, int8_supported, quantize_int8
 

@@ -11,7 +11,8 @@ from seq2seq import score
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.decoding.inference import score_sentences, translate_sentences
-from seq2seq.decoding.search import beam_search, forced_decode, greedy_search, max_output_lengths
+from seq2seq.decoding.model_search import max_output_lengths
+from seq2seq.decoding.search import beam_search, forced_decode, greedy_search
 from seq2seq.vocab import BOS_ID, EOS_ID
 
 from .conftest import cli

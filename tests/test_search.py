@@ -7,14 +7,8 @@ import torch
 
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.data.batches import make_batch
-from seq2seq.decoding.search import (
-    ModelState,
-    beam_search,
-    greedy_search,
-    max_output_lengths,
-    model_step,
-    translate_batch,
-)
+from seq2seq.decoding.model_search import ModelState, max_output_lengths, model_step, translate_batch
+from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.model.seq2seq import build_model
 from seq2seq.vocab import BOS_ID, EOS_ID
 

@@ -20,7 +20,8 @@ from seq2seq.config import DecodeConfig
 from seq2seq.data.batches import make_batch, sentence_batches
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.lexicon import LexicalShortlist
-from seq2seq.decoding.search import ForcedScore, Hypothesis, max_output_lengths, score_batch, translate_batch
+from seq2seq.decoding.model_search import max_output_lengths, score_batch, translate_batch
+from seq2seq.decoding.search import ForcedScore, Hypothesis
 from seq2seq.decoding.steering import (
     MAX_PHRASES,
     MAX_PREFIX_TOKENS,

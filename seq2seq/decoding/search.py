@@ -1,35 +1,29 @@
 """Greedy search, sampling and beam search over one shared step function.
 
 Both searches take `step(prev_tokens, state) -> (log_probs, state)`; the model provides that step
-(`model_step`, around `Seq2Seq.decode_step`), and a test can provide a hand-made one. The state
+(`seq2seq.decoding.model_search.model_step`, around `Seq2Seq.decode_step`), and a test can provide a
+hand-made one. The state
 answers two calls: `index_select(rows)` keeps only some rows (a sentence that is done leaves the
 batch, so no time is spent on it), and `reorder(rows)` moves rows within each sentence's beam
 (beam search only; whatever a sentence's beams share, like the encoder memory, can stay put).
 Greedy is the beam of one: `beam_search(beam_size=1)` returns exactly what `greedy_search` does.
 Sampling is greedy search that draws each token instead of taking the most probable one: one loop,
 `one_token_at_a_time`, serves both, with `most_probable` or a `seq2seq.decoding.sampling.Sampler`'s pick.
-Forced decoding (`forced_decode`, for scoring and attention) runs the same step on given outputs.
-The model may be one `Seq2Seq` or an `Ensemble` (`seq2seq.decoding.ensemble`): both offer `encode` and `decode_step`.
+Forced decoding (`forced_decode`, for scoring and attention) runs the same step on given outputs, and
+constrained beam search (`seq2seq.decoding.steering`) too. Decoding a batch with a model (`translate_batch`)
+is `seq2seq.decoding.model_search`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
-from seq2seq.config import DecodeConfig
-from seq2seq.data.batches import Batch
-from seq2seq.decoding.lexicon import LexicalShortlist
-from seq2seq.decoding.sampling import Sampler, sample_streams
-from seq2seq.decoding.steering import Progress, SentenceConstraints, Steering, allocate_beam
-from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID
-
-if TYPE_CHECKING:  # for annotations only: no import at run time
-    from seq2seq.model.decoder import DecoderState, Memory
+from seq2seq.vocab import BOS_ID, EOS_ID
 
 S = TypeVar("S")
 StepFn = Callable[[Tensor, S], tuple[Tensor, S]]
@@ -275,147 +269,14 @@ class _CoveragePenalty:
         return self.beta * float(received.log().sum())
 
 
-@torch.no_grad()
-def constrained_beam_search(
-    step: StepFn,
-    state: Any,
-    max_lengths: Tensor,
-    beam_size: int,
-    constraints: Sequence[SentenceConstraints],
-    alpha: float = 0.0,
-    nbest: int = 1,
-    columns: Sequence[dict[int, int]] | None = None,
-    bos: int = BOS_ID,
-    eos: int = EOS_ID,
-) -> list[list[Hypothesis]]:
-    """Beam search in which every sentence's outputs hold its phrases (`constraints`, one per sentence);
-    `state` as for `search.beam_search` (`beam_size` rows per sentence, sentence-major). `columns`: with a
-    shortlist, each sentence's target id -> its column of the step's log-probabilities. Returns the `nbest`
-    best hypotheses per sentence, best first, those that meet every phrase before any that do not (which
-    happens only when the max length cuts a sentence short)."""
-    batch, k = max_lengths.size(0), beam_size
-    device = max_lengths.device
-    scores = torch.zeros(batch, k, device=device)
-    scores[:, 1:] = float("-inf")
-    history = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)  # (live*beam, t+1)
-    progress = [[c.start() for _ in range(k)] for c in constraints]  # per live sentence, per beam
-    word_pieces = torch.tensor(list(constraints[0].continues_word), dtype=torch.bool, device=device)  # (V,)
-    live = list(range(batch))
-    ended: list[list[tuple[bool, Hypothesis]]] = [[] for _ in range(batch)]  # (all phrases met, hypothesis)
-    limits = max_lengths.tolist()
-    beam_rows = torch.arange(k, device=device)
-    for t in range(int(max_lengths.max())):
-        n = len(live)
-        log_probs, state = step(history[:, -1], state)  # (live*beam, V)
-        vocab = log_probs.size(1)
-        candidates = scores.unsqueeze(2) + log_probs.view(n, k, vocab)  # (live, beam, V)
-        unmet = torch.tensor([[not p.all_met for p in beams] for beams in progress], device=device)  # (live, beam)
-        if columns is None:  # EOS only once every phrase is met
-            candidates[:, :, eos] = candidates[:, :, eos].masked_fill(unmet, float("-inf"))
-        else:
-            for i, b in enumerate(live):
-                c = columns[b][eos]
-                candidates[i, :, c] = candidates[i, :, c].masked_fill(unmet[i], float("-inf"))
-        top_scores, top_index = candidates.view(n, -1).topk(k, dim=1)  # (live, beam)
-        best_scores, best_column = candidates.max(dim=2)  # (live, beam) each hypothesis' best continuation
-        # ... and its best that starts a new word (or ends): a phrase it has just completed stays met
-        continues = word_pieces if getattr(state, "vocab", None) is None else word_pieces[state.vocab].unsqueeze(1)
-        boundary_scores, boundary_column = candidates.masked_fill(continues, float("-inf")).max(dim=2)
-        # the continuations that advance a phrase, gathered in one call: (sentence, beam, column) triples
-        wanted = [
-            (i, j, _column(columns, b, token))
-            for i, b in enumerate(live)
-            for j, p in enumerate(progress[i])
-            for token in constraints[b].advancing(p)
-        ]
-        wanted = [(i, j, c) for i, j, c in wanted if c is not None]
-        wanted_scores = (
-            candidates[[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]].tolist()
-            if wanted
-            else []
-        )
-        top_scores_l, top_index_l = top_scores.tolist(), top_index.tolist()
-        best_scores_l, best_column_l = best_scores.tolist(), best_column.tolist()
-        boundary_scores_l, boundary_column_l = boundary_scores.tolist(), boundary_column.tolist()
-        ids = state.vocab.tolist() if getattr(state, "vocab", None) is not None else None  # (live, C) or None
-        by_sentence: list[dict[tuple[int, int], float]] = [{} for _ in live]
-        for i in range(n):
-            for s, index in zip(top_scores_l[i], top_index_l[i]):
-                by_sentence[i][(index // vocab, index % vocab)] = s
-            for j in range(k):
-                by_sentence[i][(j, best_column_l[i][j])] = best_scores_l[i][j]
-                by_sentence[i][(j, boundary_column_l[i][j])] = boundary_scores_l[i][j]
-        for (i, j, c), s in zip(wanted, wanted_scores):
-            by_sentence[i][(j, c)] = s
-        chosen_rows, chosen_columns, chosen_scores, chosen_progress = [], [], [], []
-        going_on = []
-        for i, b in enumerate(live):
-            cons = constraints[b]
-            banks: dict[int, list[tuple[float, int, int, Progress]]] = {}
-            for (j, c), s in by_sentence[i].items():
-                if s == float("-inf"):
-                    continue
-                token = c if ids is None else ids[i][c]
-                if token == eos:  # every phrase met (EOS is masked otherwise): the hypothesis ends
-                    final = cons.after(progress[i][j], token)
-                    row = history[i * k + j, 1:].tolist()
-                    ended[b].append((final.all_met, _scored(row, s, alpha, eos_counted=True)))
-                    continue
-                after = cons.after(progress[i][j], token)
-                banks.setdefault(after.tokens_met(cons.lengths), []).append((s, j, c, after))
-            picked = allocate_beam(banks, k)
-            while len(picked) < k:  # fewer candidates than beams: empty rows that never win
-                picked.append((float("-inf"), 0, 0, progress[i][0]))
-            for s, j, c, after in picked:
-                chosen_rows.append(i * k + j)
-                chosen_columns.append(c)
-                chosen_scores.append(s)
-                chosen_progress.append(after)
-        beams = torch.tensor(chosen_rows, device=device)
-        column_t = torch.tensor(chosen_columns, device=device).view(n, k)
-        tokens = token_ids(state, column_t)  # (live, beam)
-        scores = torch.tensor(chosen_scores, device=device).view(n, k)
-        history = torch.cat([history.index_select(0, beams), tokens.view(-1, 1)], dim=1)
-        progress = [chosen_progress[i * k : (i + 1) * k] for i in range(n)]
-        scores_l = scores.tolist()
-        for i, b in enumerate(live):
-            if t + 1 >= limits[b]:  # out of length: the live hypotheses end here, unfinished
-                for j in range(k):
-                    if scores_l[i][j] != float("-inf"):
-                        row = history[i * k + j, 1:].tolist()
-                        hypothesis = _scored(row, scores_l[i][j], alpha, eos_counted=False)
-                        ended[b].append((progress[i][j].all_met, hypothesis))
-            elif sum(met for met, _ in ended[b]) < k:
-                going_on.append(i)
-        if not going_on:
-            break
-        if len(going_on) == n:
-            state = state.reorder(beams)
-        else:
-            keep = torch.tensor(going_on, device=device)
-            rows = (keep.unsqueeze(1) * k + beam_rows).view(-1)
-            state = state.index_select(beams.index_select(0, rows))
-            history, scores = history.index_select(0, rows), scores.index_select(0, keep)
-            progress = [progress[i] for i in going_on]
-            live = [live[i] for i in going_on]
-    return [[h for _, h in sorted(hyps, key=lambda mh: (mh[0], mh[1].score), reverse=True)[:nbest]] for hyps in ended]
-
-
-def _column(columns: Sequence[dict[int, int]] | None, sentence: int, token: int) -> int | None:
-    """The column of `token` in a sentence's log-probabilities (None: not among its shortlist candidates)."""
-    if columns is None:
-        return token
-    return columns[sentence].get(token)
-
-
 def _finish(
     ended: list[Hypothesis], tokens: list[int], log_prob: float, alpha: float, eos_counted: bool, bonus: float = 0.0
 ) -> None:
     if log_prob != float("-inf"):
-        ended.append(_scored(tokens, log_prob, alpha, eos_counted, bonus))
+        ended.append(scored(tokens, log_prob, alpha, eos_counted, bonus))
 
 
-def _scored(tokens: list[int], log_prob: float, alpha: float, eos_counted: bool, bonus: float = 0.0) -> Hypothesis:
+def scored(tokens: list[int], log_prob: float, alpha: float, eos_counted: bool, bonus: float = 0.0) -> Hypothesis:
     """An ended hypothesis, ranked by log-probability / length penalty (EOS counted in the length if written),
     plus `bonus` (a coverage penalty: 0 or less)."""
     length = len(tokens) + (1 if eos_counted else 0)
@@ -458,190 +319,3 @@ def forced_decode(
     rows = token_log_probs.tolist()
     weights = attention.cpu() if attention is not None else [None] * batch
     return [ForcedScore(row[:n], None if w is None else w[:n]) for row, n, w in zip(rows, lengths.tolist(), weights)]
-
-
-@dataclass
-class ModelState:
-    """The search rows of the model: their decoder states and the encoder memory they attend to.
-
-    `sentence` (rows,) says which sentence each row decodes: its row of the memory (and of the shortlist's
-    `vocab` and `output`, and of `prefix`). A beam's hypotheses share their sentence's memory row instead of
-    copies of it; the rows of a sentence are contiguous and equally many (greedy: one; beam search: its
-    beams). Without `sentence`, row i is sentence i. With a shortlist, every sentence decodes over its own
-    candidate ids only (`vocab`, (sentences, C)), with the output layer cut to them once per batch (`output`,
-    from the model's `output_rows`). With `prefix`, every sentence's first outputs are forced to its prefix
-    (`position` counts the steps taken).
-    """
-
-    decoder: DecoderState
-    memory: Memory
-    attention: Tensor | None = None  # (rows, src_len) the last step's attention weights (None without attention)
-    vocab: Tensor | None = None  # (sentences, C) candidate target ids, or None: the whole vocabulary
-    output: Any = None  # the output layer(s) cut to `vocab` (one `OutputRows`, or a list: an ensemble's)
-    sentence: Tensor | None = None  # (rows,) each row's sentence, numbered 0, 1, ... in row order
-    prefix: Tensor | None = None  # (sentences, P) forced output ids, -1 after a sentence's prefix
-    position: int = 0  # output steps taken: the prefix column the next step is forced to
-
-    def index_select(self, rows: Tensor) -> ModelState:
-        """Keep `rows` (sentence by sentence, in order); the sentences left without rows leave the memory."""
-        decoder = self.decoder.index_select(rows)
-        if self.sentence is None:
-            return ModelState(decoder, self.memory.index_select(rows), position=self.position)
-        sentences = int(self.sentence[-1]) + 1
-        kept, sentence = torch.unique_consecutive(self.sentence[rows], return_inverse=True)  # (sentences left,)
-        memory, vocab, output, prefix = self.memory, self.vocab, self.output, self.prefix
-        if kept.numel() < sentences:
-            memory = memory.index_select(kept)
-            if vocab is not None:
-                vocab = vocab.index_select(0, kept)
-                output = [o.sentences(kept) for o in output] if isinstance(output, list) else output.sentences(kept)
-            if prefix is not None:
-                prefix = prefix.index_select(0, kept)
-        return ModelState(decoder, memory, None, vocab, output, sentence, prefix, self.position)
-
-    def reorder(self, rows: Tensor) -> ModelState:
-        """Rows within each sentence's beam: their sentences, memory and candidates stay."""
-        return replace(self, decoder=self.decoder.index_select(rows), attention=None)
-
-    def forced_columns(self, rows: int) -> Tensor | None:
-        """The column each row's next step is forced to (-1: free), (rows,); None when no row is forced."""
-        if self.prefix is None or self.position >= self.prefix.size(1):
-            return None
-        sentence = self.sentence if self.sentence is not None else torch.arange(rows, device=self.prefix.device)
-        forced = self.prefix[sentence, self.position]  # (rows,) target ids, -1 where free
-        if self.vocab is None:
-            return forced
-        vocab = self.vocab[sentence]  # (rows, C): the ids of each row's columns
-        column = (vocab == forced.unsqueeze(1)).to(torch.int8).argmax(dim=1)
-        return torch.where(forced >= 0, column, forced)
-
-
-def model_step(model: Any) -> StepFn:
-    """The search step of a `Seq2Seq`: prev (rows,), ModelState -> log-probs (rows, vocab or C), ModelState.
-
-    Rows whose sentence has a prefix not yet written (`ModelState.prefix`) can only take its next token: every
-    other column's log-probability is -inf (the forced token keeps the model's own log-probability)."""
-
-    def step(prev: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
-        log_probs, decoder, attention = model.decode_step(prev, state.decoder, state.memory, state.output)
-        forced = state.forced_columns(log_probs.size(0))
-        if forced is not None:
-            log_probs = force_columns(log_probs, forced)
-        return log_probs, replace(state, decoder=decoder, attention=attention, position=state.position + 1)
-
-    return step
-
-
-def force_columns(log_probs: Tensor, forced: Tensor) -> Tensor:
-    """log_probs (rows, V) with every column but `forced` ((rows,), -1: none) at -inf in the forced rows."""
-    rows = (forced >= 0).nonzero().squeeze(1)
-    if not rows.numel():
-        return log_probs
-    columns = forced.index_select(0, rows)
-    kept = log_probs[rows, columns]
-    log_probs = log_probs.clone()
-    log_probs[rows] = float("-inf")
-    log_probs[rows, columns] = kept
-    return log_probs
-
-
-def max_output_lengths(src_lengths: Tensor, cfg: DecodeConfig) -> Tensor:
-    """The one max-length rule: a * source length (without EOS) + b output tokens, at least 1. (batch,) -> (batch,)"""
-    return (cfg.max_len_a * (src_lengths - 1).float() + cfg.max_len_b).long().clamp(min=1)
-
-
-@torch.no_grad()
-def translate_batch(
-    model: Any,
-    batch: Batch,
-    cfg: DecodeConfig,
-    keep_attention: bool = False,
-    shortlist: LexicalShortlist | None = None,
-    steering: Steering | None = None,
-) -> list[list[Hypothesis]]:
-    """Decode one batch with `model` (a `Seq2Seq` or an `Ensemble`): greedy when `cfg.beam_size == 1`, beam
-    search above, or with `cfg.sampling` `cfg.nbest` samples per sentence, in the order they were drawn.
-
-    `keep_attention` (greedy or sampling, a model with attention): each hypothesis keeps its attention weights,
-    (output steps with EOS, source length with EOS). `shortlist`: every sentence searches over its own
-    candidate target ids only (`seq2seq.shortlist`). `steering`: every sentence's outputs start with its prefix
-    (any search) and hold its required phrases (constrained beam search, `cfg.beam_size` beams, 1 included);
-    a sentence may write as many tokens more than the max-length rule allows as its prefix and phrases hold.
-    """
-    src, src_lengths = batch.src, batch.src_lengths
-    if cfg.sampling and cfg.nbest > 1:  # each sample is a row of its own, with its own copy of the sentence
-        copies = torch.arange(batch.size, device=src.device).repeat_interleave(cfg.nbest)
-        src, src_lengths = src.index_select(0, copies), src_lengths.index_select(0, copies)
-        steering = steering.repeated(cfg.nbest) if steering is not None else None
-    memory, decoder_state = model.encode(src, src_lengths)
-    sentence = torch.arange(src.size(0), device=src.device)
-    state = ModelState(decoder_state, memory, sentence=sentence)
-    if shortlist is not None:
-        required = steering.required_ids() if steering is not None else None
-        candidates = shortlist.candidates(src, model.tgt_vocab_size, required)
-        output = model.output_rows(candidates.shared, candidates.own, candidates.valid)
-        state = ModelState(decoder_state, memory, None, candidates.ids, output, sentence)
-    max_lengths = max_output_lengths(src_lengths, cfg).to(src.device)
-    if steering is not None:
-        max_lengths = max_lengths + torch.tensor(steering.lengths(), device=src.device)
-        if steering.has_prefixes:
-            state = replace(state, prefix=steering.prefix_table(src.device))
-    if steering is not None and steering.has_constraints:
-        if cfg.sampling:
-            raise ValueError("required phrases need a search: sampling draws outputs and cannot promise them")
-        if keep_attention:
-            raise ValueError("attention weights are kept by greedy search and sampling only, not with constraints")
-        if cfg.coverage_penalty > 0:
-            raise ValueError("decode.coverage_penalty ranks plain beam search's hypotheses, not constrained ones")
-        state = state.index_select(sentence.repeat_interleave(cfg.beam_size))
-        columns = None
-        if shortlist is not None:  # each sentence's target id -> its column
-            columns = [{int(i): c for c, i in enumerate(row)} for row in candidates.ids.tolist()]
-        phrases = steering.sentence_constraints()
-        return constrained_beam_search(
-            model_step(model), state, max_lengths, cfg.beam_size, phrases, cfg.alpha, cfg.nbest, columns
-        )
-    if cfg.beam_size == 1:
-        pick = most_probable
-        if cfg.sampling:  # one random stream per sample, from the sentence and the seed
-            pick = Sampler(cfg, sample_streams(batch.src, batch.src_lengths, cfg.seed, cfg.nbest)).pick
-        hyps = one_token_at_a_time(model_step(model), state, max_lengths, pick, keep_attention=keep_attention)
-        if keep_attention:
-            for hyp, length in zip(hyps, src_lengths.tolist()):
-                hyp.attention = hyp.attention[:, :length]  # type: ignore[index]
-        n = cfg.nbest if cfg.sampling else 1
-        return [hyps[i : i + n] for i in range(0, len(hyps), n)]
-    if keep_attention:
-        raise ValueError("attention weights are kept by greedy search and sampling only (beam_size=1)")
-    # every sentence's decoder state once per beam (sentence-major rows); the memory stays one row per sentence
-    state = state.index_select(sentence.repeat_interleave(cfg.beam_size))
-    return beam_search(
-        model_step(model),
-        state,
-        max_lengths,
-        cfg.beam_size,
-        cfg.alpha,
-        cfg.nbest,
-        coverage_penalty=cfg.coverage_penalty,
-        src_lengths=src_lengths,
-    )
-
-
-@torch.no_grad()
-def score_batch(model: Any, batch: Batch, keep_attention: bool = False) -> list[ForcedScore]:
-    """Forced decoding of `batch.tgt_out` (y1 .. yn EOS, PAD after) with `model` (a `Seq2Seq` or an `Ensemble`).
-
-    `keep_attention` (a model with attention): each score keeps its attention weights,
-    (output tokens with EOS, source length with EOS).
-    """
-    if batch.tgt_out is None:
-        raise ValueError("score_batch needs a batch with targets (make_batch(src, tgt))")
-    memory, decoder_state = model.encode(batch.src, batch.src_lengths)
-    lengths = (batch.tgt_out != PAD_ID).sum(dim=1)  # (batch,) tokens with EOS: ids never include PAD
-    scores = forced_decode(
-        model_step(model), ModelState(decoder_state, memory), batch.tgt_out, lengths, keep_attention=keep_attention
-    )
-    if keep_attention:
-        for scored, length in zip(scores, batch.src_lengths.tolist()):
-            scored.attention = scored.attention[:, :length]  # type: ignore[index]
-    return scores

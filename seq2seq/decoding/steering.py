@@ -1,7 +1,7 @@
 """Steering the search: a forced prefix and required phrases per sentence (`Steering`), and lexically
 constrained beam search, whose every output holds the phrases its sentence requires.
 
-Prefixes are forced by the step function itself (`search.ModelState.prefix`), so every search honours them.
+Prefixes are forced by the step function itself (`model_search.ModelState.prefix`), so every search honours them.
 
 Dynamic beam allocation (Post & Vilar 2018): a hypothesis counts the constraint tokens it has met, and the
 beam of k is shared out among "banks", one per count (0 .. all of the sentence's constraint tokens), so that
@@ -17,8 +17,7 @@ must start a new word (or be punctuation, or the end), else the phrase is undone
 "dogs"). A hypothesis may end (EOS) only when every phrase is met. The model's scores are computed for the
 whole beam at once by the shared step function, so ensembles, int8 models and shortlists (whose candidates
 hold the constraint pieces) work as in plain search; the bookkeeping of each sentence's candidates is plain
-Python, a few dozen candidates per sentence and step. The search itself is `search.constrained_beam_search`;
-this module holds what it keeps track of.
+Python, a few dozen candidates per sentence and step.
 """
 
 from __future__ import annotations
@@ -26,9 +25,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from seq2seq.decoding.search import Hypothesis, StepFn, scored, token_ids
+from seq2seq.vocab import BOS_ID, EOS_ID
 
 Phrase = tuple[int, ...]  # a required phrase's target ids
 MAX_PREFIX_TOKENS = 200  # a longer forced prefix is refused
@@ -229,3 +232,136 @@ def allocate_beam(
                 picked.append(queue[depth])
         depth += 1
     return picked
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    step: StepFn,
+    state: Any,
+    max_lengths: Tensor,
+    beam_size: int,
+    constraints: Sequence[SentenceConstraints],
+    alpha: float = 0.0,
+    nbest: int = 1,
+    columns: Sequence[dict[int, int]] | None = None,
+    bos: int = BOS_ID,
+    eos: int = EOS_ID,
+) -> list[list[Hypothesis]]:
+    """Beam search in which every sentence's outputs hold its phrases (`constraints`, one per sentence);
+    `state` as for `search.beam_search` (`beam_size` rows per sentence, sentence-major). `columns`: with a
+    shortlist, each sentence's target id -> its column of the step's log-probabilities. Returns the `nbest`
+    best hypotheses per sentence, best first, those that meet every phrase before any that do not (which
+    happens only when the max length cuts a sentence short)."""
+    batch, k = max_lengths.size(0), beam_size
+    device = max_lengths.device
+    scores = torch.zeros(batch, k, device=device)
+    scores[:, 1:] = float("-inf")
+    history = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)  # (live*beam, t+1)
+    progress = [[c.start() for _ in range(k)] for c in constraints]  # per live sentence, per beam
+    word_pieces = torch.tensor(list(constraints[0].continues_word), dtype=torch.bool, device=device)  # (V,)
+    live = list(range(batch))
+    ended: list[list[tuple[bool, Hypothesis]]] = [[] for _ in range(batch)]  # (all phrases met, hypothesis)
+    limits = max_lengths.tolist()
+    beam_rows = torch.arange(k, device=device)
+    for t in range(int(max_lengths.max())):
+        n = len(live)
+        log_probs, state = step(history[:, -1], state)  # (live*beam, V)
+        vocab = log_probs.size(1)
+        candidates = scores.unsqueeze(2) + log_probs.view(n, k, vocab)  # (live, beam, V)
+        unmet = torch.tensor([[not p.all_met for p in beams] for beams in progress], device=device)  # (live, beam)
+        if columns is None:  # EOS only once every phrase is met
+            candidates[:, :, eos] = candidates[:, :, eos].masked_fill(unmet, float("-inf"))
+        else:
+            for i, b in enumerate(live):
+                c = columns[b][eos]
+                candidates[i, :, c] = candidates[i, :, c].masked_fill(unmet[i], float("-inf"))
+        top_scores, top_index = candidates.view(n, -1).topk(k, dim=1)  # (live, beam)
+        best_scores, best_column = candidates.max(dim=2)  # (live, beam) each hypothesis' best continuation
+        # ... and its best that starts a new word (or ends): a phrase it has just completed stays met
+        continues = word_pieces if getattr(state, "vocab", None) is None else word_pieces[state.vocab].unsqueeze(1)
+        boundary_scores, boundary_column = candidates.masked_fill(continues, float("-inf")).max(dim=2)
+        # the continuations that advance a phrase, gathered in one call: (sentence, beam, column) triples
+        wanted = [
+            (i, j, _column(columns, b, token))
+            for i, b in enumerate(live)
+            for j, p in enumerate(progress[i])
+            for token in constraints[b].advancing(p)
+        ]
+        wanted = [(i, j, c) for i, j, c in wanted if c is not None]
+        wanted_scores = (
+            candidates[[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]].tolist()
+            if wanted
+            else []
+        )
+        top_scores_l, top_index_l = top_scores.tolist(), top_index.tolist()
+        best_scores_l, best_column_l = best_scores.tolist(), best_column.tolist()
+        boundary_scores_l, boundary_column_l = boundary_scores.tolist(), boundary_column.tolist()
+        ids = state.vocab.tolist() if getattr(state, "vocab", None) is not None else None  # (live, C) or None
+        by_sentence: list[dict[tuple[int, int], float]] = [{} for _ in live]
+        for i in range(n):
+            for s, index in zip(top_scores_l[i], top_index_l[i]):
+                by_sentence[i][(index // vocab, index % vocab)] = s
+            for j in range(k):
+                by_sentence[i][(j, best_column_l[i][j])] = best_scores_l[i][j]
+                by_sentence[i][(j, boundary_column_l[i][j])] = boundary_scores_l[i][j]
+        for (i, j, c), s in zip(wanted, wanted_scores):
+            by_sentence[i][(j, c)] = s
+        chosen_rows, chosen_columns, chosen_scores, chosen_progress = [], [], [], []
+        going_on = []
+        for i, b in enumerate(live):
+            cons = constraints[b]
+            banks: dict[int, list[tuple[float, int, int, Progress]]] = {}
+            for (j, c), s in by_sentence[i].items():
+                if s == float("-inf"):
+                    continue
+                token = c if ids is None else ids[i][c]
+                if token == eos:  # every phrase met (EOS is masked otherwise): the hypothesis ends
+                    final = cons.after(progress[i][j], token)
+                    row = history[i * k + j, 1:].tolist()
+                    ended[b].append((final.all_met, scored(row, s, alpha, eos_counted=True)))
+                    continue
+                after = cons.after(progress[i][j], token)
+                banks.setdefault(after.tokens_met(cons.lengths), []).append((s, j, c, after))
+            picked = allocate_beam(banks, k)
+            while len(picked) < k:  # fewer candidates than beams: empty rows that never win
+                picked.append((float("-inf"), 0, 0, progress[i][0]))
+            for s, j, c, after in picked:
+                chosen_rows.append(i * k + j)
+                chosen_columns.append(c)
+                chosen_scores.append(s)
+                chosen_progress.append(after)
+        beams = torch.tensor(chosen_rows, device=device)
+        column_t = torch.tensor(chosen_columns, device=device).view(n, k)
+        tokens = token_ids(state, column_t)  # (live, beam)
+        scores = torch.tensor(chosen_scores, device=device).view(n, k)
+        history = torch.cat([history.index_select(0, beams), tokens.view(-1, 1)], dim=1)
+        progress = [chosen_progress[i * k : (i + 1) * k] for i in range(n)]
+        scores_l = scores.tolist()
+        for i, b in enumerate(live):
+            if t + 1 >= limits[b]:  # out of length: the live hypotheses end here, unfinished
+                for j in range(k):
+                    if scores_l[i][j] != float("-inf"):
+                        row = history[i * k + j, 1:].tolist()
+                        hypothesis = scored(row, scores_l[i][j], alpha, eos_counted=False)
+                        ended[b].append((progress[i][j].all_met, hypothesis))
+            elif sum(met for met, _ in ended[b]) < k:
+                going_on.append(i)
+        if not going_on:
+            break
+        if len(going_on) == n:
+            state = state.reorder(beams)
+        else:
+            keep = torch.tensor(going_on, device=device)
+            rows = (keep.unsqueeze(1) * k + beam_rows).view(-1)
+            state = state.index_select(beams.index_select(0, rows))
+            history, scores = history.index_select(0, rows), scores.index_select(0, keep)
+            progress = [progress[i] for i in going_on]
+            live = [live[i] for i in going_on]
+    return [[h for _, h in sorted(hyps, key=lambda mh: (mh[0], mh[1].score), reverse=True)[:nbest]] for hyps in ended]
+
+
+def _column(columns: Sequence[dict[int, int]] | None, sentence: int, token: int) -> int | None:
+    """The column of `token` in a sentence's log-probabilities (None: not among its shortlist candidates)."""
+    if columns is None:
+        return token
+    return columns[sentence].get(token)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from seq2seq.config import DecodeConfig
 from seq2seq.data.batches import Batch, make_batch
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding.search import translate_batch
+from seq2seq.decoding.model_search import translate_batch
 from seq2seq.model.cells import SEQUENCE_KINDS, cell_equations, direction_weights
 from seq2seq.model.encoder import Encoder
 from seq2seq.model.seq2seq import Seq2Seq
@@ -241,7 +241,7 @@ def greedy_attention(
     """Greedy decoding (free running, as at inference) that keeps the attention weights.
 
     Returns per sentence the output ids (EOS included when produced) and the weights
-    (output length, source length), on the CPU. It is `search.translate_batch` with
+    (output length, source length), on the CPU. It is `model_search.translate_batch` with
     `keep_attention`, so the lengths and the EOS rule are those of validation and translate.
     """
     if model.decoder.attention is None:
