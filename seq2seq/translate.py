@@ -26,6 +26,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from itertools import islice
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from seq2seq.checkpoint import CheckpointError, is_text_file
@@ -214,6 +215,43 @@ def input_given_as_checkpoint(checkpoints: list[str], argv: list[str]) -> str | 
     return f"{text} is a text file, not a checkpoint; translate reads standard input: {command} < {shlex.quote(text)}"
 
 
+def translate_with_export(args: argparse.Namespace) -> int:
+    """An export folder (`python -m seq2seq.export`) instead of a checkpoint: `seq2seq.portable` translates,
+    with the options it has (beam size, n-best, length penalty, batch size); the others are refused."""
+    from seq2seq.portable.__main__ import main as portable_main
+
+    unsupported = [
+        option
+        for option, value in (
+            ("--sampling", args.sampling),
+            ("--constraints", args.constraints),
+            ("--prefixes", args.prefixes),
+            ("--jsonl", args.jsonl),
+            ("--alignment", args.alignment),
+            ("--shortlist", args.shortlist),
+            ("--target-lang", args.target_lang),
+            ("--coverage-penalty", args.coverage_penalty),
+        )
+        if value
+    ]
+    if args.quantize != "none":
+        unsupported.append("--quantize")
+    if unsupported:
+        print(
+            f"seq2seq.translate: {', '.join(unsupported)} not available with an export folder "
+            f"({args.checkpoint[0]}); translate with the checkpoint instead",
+            file=sys.stderr,
+        )
+        return 2
+    forwarded = [args.checkpoint[0]]
+    for option, value in (("--beam-size", args.beam_size), ("--nbest", args.nbest), ("--alpha", args.alpha)):
+        if value is not None:
+            forwarded += [option, str(value)]
+    if args.batch_size is not None:
+        forwarded += ["--batch-size", str(args.batch_size)]
+    return portable_main(forwarded)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seq2seq.translate",
@@ -255,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         print(f"seq2seq.translate: --chunk-size must be at least 1, got {args.chunk_size}", file=sys.stderr)
         return 2
+    if len(args.checkpoint) == 1 and (Path(args.checkpoint[0]) / "settings.json").is_file():
+        return translate_with_export(args)
     mistake = input_given_as_checkpoint(args.checkpoint, argv)
     if mistake is not None:
         print(f"seq2seq.translate: {mistake}", file=sys.stderr)

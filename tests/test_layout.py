@@ -8,13 +8,14 @@ Imports under `if TYPE_CHECKING:` are for annotations only (they never run) and 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 from .conftest import REPO
 
 PACKAGE = REPO / "seq2seq"
-COMMANDS = {"train", "translate", "evaluate", "score", "serve", "report", "shortlist"}  # python -m seq2seq.NAME
-SUBPACKAGES = {"data", "model", "training", "decoding", "serving"}
+COMMANDS = {"train", "translate", "evaluate", "score", "serve", "report", "shortlist", "export", "portable.__main__"}
+SUBPACKAGES = {"data", "model", "training", "decoding", "serving", "portable"}
 HYDRA_MODULES = {"seq2seq.compose", "seq2seq.train"}  # the entry point and the one place that composes configs
 MAX_CHAIN = 9  # modules in the longest chain of imports (A imports B imports C ...)
 
@@ -128,6 +129,16 @@ def test_the_model_is_below_training_and_decoding():
     graph = package_graph()
     for name in (n for n in graph if n.startswith("seq2seq.model.")):
         assert not {d for d in reaches(graph, name) if d.startswith(("seq2seq.training", "seq2seq.decoding"))}, name
+
+
+def test_the_portable_translator_imports_no_torch():
+    """seq2seq.portable runs where only numpy, onnxruntime and sentencepiece are installed."""
+    allowed = {"numpy", "onnxruntime", "sentencepiece", "seq2seq", *sys.stdlib_module_names}
+    for name, path in MODULES.items():
+        if name.startswith("seq2seq.portable"):
+            outside = {i for i in imports(path) if i.split(".")[0] not in allowed}
+            inside = {i for i in imports(path) if i.startswith("seq2seq.") and not i.startswith("seq2seq.portable")}
+            assert not outside and not inside, (name, outside | inside)
 
 
 def test_hydra_stays_in_the_entry_points():

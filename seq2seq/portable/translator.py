@@ -1,0 +1,165 @@
+"""An export folder (`python -m seq2seq.export`) as a translator: numpy, onnxruntime and sentencepiece only.
+
+    translator = ExportedTranslator("PATH/TO/export")
+    translator.translate(["Ein Mann fährt Fahrrad."], beam_size=5)   # [[Hypothesis(tokens, log_prob, score)]]
+    translator.detokenize(hypotheses)                                 # the texts
+
+The folder holds `settings.json` (the model's shape and its decode defaults), the SentencePiece model(s) and,
+per model of the (ensemble) export, `encoder.onnx` and `decoder_step.onnx` (`seq2seq.model.onnx_export` says
+what goes in and out). Sentences are tokenized as `seq2seq.translate` does (a line starting with tags such as
+<2fr> gets their ids first, sources are cut at `max_source_tokens`), batched by length, encoded once per batch,
+and searched step by step (`seq2seq.portable.search`); an ensemble's log-probabilities are the mean of its
+members' (the log of their geometric mean), as in PyTorch. An empty line gets an empty translation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import sentencepiece as spm
+
+from seq2seq.portable.search import EOS_ID, Hypothesis, beam_search, greedy_search
+
+FORMAT = "seq2seq-onnx"
+PAD_ID, BOS_ID = 0, 2
+TAG = re.compile(r"<[^\s<>\u2581]+>")
+
+
+class ExportError(ValueError):
+    """A folder that is not a readable export; the message names it."""
+
+
+class Member:
+    """One model of the export: its two ONNX sessions."""
+
+    def __init__(self, folder: Path, options: ort.SessionOptions, providers: Sequence[str]) -> None:
+        self.encoder = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=list(providers))
+        self.decoder = ort.InferenceSession(str(folder / "decoder_step.onnx"), options, providers=list(providers))
+        self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}
+
+
+class ExportedTranslator:
+    """Translate with an export folder; `threads` bounds onnxruntime's threads per session (None: its default)."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> None:
+        self.folder = Path(folder)
+        settings_path = self.folder / "settings.json"
+        try:
+            self.settings: dict[str, Any] = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"{self.folder} is not an export folder (no readable settings.json: {exc})") from None
+        if self.settings.get("format") != FORMAT:
+            raise ExportError(f"{settings_path} is not a seq2seq export (format {self.settings.get('format')!r})")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        chosen = list(providers) if providers is not None else ["CPUExecutionProvider"]
+        self.members = [Member(self.folder / name, options, chosen) for name in self.settings["members"]]
+        self.source = spm.SentencePieceProcessor(model_file=str(self.folder / self.settings["source_model"]))
+        self.target = spm.SentencePieceProcessor(model_file=str(self.folder / self.settings["target_model"]))
+        self.tags = self._tags()
+        self.decode = dict(self.settings["decode"])
+
+    def _tags(self) -> dict[str, int]:
+        """The source model's tags (<BT>, <2fr>): the run of pieces in angle brackets after the special ids."""
+        tags, i = {}, EOS_ID + 1
+        while i < self.source.get_piece_size() and TAG.fullmatch(piece := self.source.id_to_piece(i)):
+            tags[piece] = i
+            i += 1
+        return tags
+
+    # ---------------------------------------------------------------------------------------------- text
+    def encode(self, lines: Sequence[str]) -> list[list[int]]:
+        """Source ids of the stripped lines, tags first, cut at `max_source_tokens`."""
+        out = []
+        for line in lines:
+            ids, rest = [], line.strip()
+            while rest.startswith("<"):
+                word, _, after = rest.partition(" ")
+                if word not in self.tags:
+                    break
+                ids.append(self.tags[word])
+                rest = after.lstrip()
+            out.append((ids + self.source.encode(rest, out_type=int))[: self.settings["max_source_tokens"]])
+        return out
+
+    def detokenize(self, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        return [[self.target.decode([i for i in h.tokens if i > EOS_ID]) for h in hyps] for hyps in hypotheses]
+
+    # ---------------------------------------------------------------------------------------------- search
+    def translate(
+        self,
+        lines: Sequence[str],
+        beam_size: int | None = None,
+        nbest: int | None = None,
+        alpha: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[list[Hypothesis]]:
+        """The `nbest` best hypotheses of every line, in input order (defaults: the export's decode settings)."""
+        k = beam_size or max(self.decode["beam_size"], nbest or 1)  # n-best widens the default beam, as translate
+        n = nbest or (1 if beam_size else self.decode["nbest"])
+        if n > k:
+            raise ValueError(f"nbest ({n}) cannot exceed the beam size ({k})")
+        a = self.decode["alpha"] if alpha is None else alpha
+        size = batch_size or self.decode["batch_size"]
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        ids = self.encode([lines[i] for i in todo])
+        order = sorted(range(len(ids)), key=lambda p: len(ids[p]))
+        for start in range(0, len(order), size):
+            positions = order[start : start + size]
+            found = self._batch([ids[p] for p in positions], k, a, n)
+            for p, hyps in zip(positions, found):
+                results[todo[p]] = hyps
+        return results
+
+    def _batch(self, sources: list[list[int]], k: int, alpha: float, nbest: int) -> list[list[Hypothesis]]:
+        lengths = np.array([len(s) + 1 for s in sources], dtype=np.int64)  # EOS included
+        src = np.full((len(sources), int(lengths.max())), PAD_ID, dtype=np.int64)
+        for row, ids in enumerate(sources):
+            src[row, : len(ids)] = ids
+            src[row, len(ids)] = EOS_ID
+        decode = self.decode
+        max_lengths = np.maximum(1, (decode["max_len_a"] * (lengths - 1) + decode["max_len_b"]).astype(np.int64))
+        repeat = np.repeat(np.arange(len(sources)), k)  # every sentence's memory once per beam
+        states = [self._start(member, src, lengths, repeat) for member in self.members]
+
+        def step(prev: np.ndarray) -> np.ndarray:
+            log_probs = [self._step(member, state, prev) for member, state in zip(self.members, states)]
+            return log_probs[0] if len(log_probs) == 1 else np.mean(log_probs, axis=0)
+
+        def reorder(rows: np.ndarray) -> None:
+            for state in states:
+                for name, value in state.items():
+                    state[name] = value[:, rows] if name == "state" else value[rows]
+
+        if k == 1:
+            return [[h] for h in greedy_search(step, reorder, max_lengths)]
+        return beam_search(step, reorder, max_lengths, k, alpha, nbest)
+
+    def _start(self, member: Member, src: np.ndarray, lengths: np.ndarray, repeat: np.ndarray) -> dict[str, np.ndarray]:
+        """A member's encoder run and its rows of decoder input: memory and first state, each sentence `k` times."""
+        encoded = dict(zip(member.encoder_outputs, member.encoder.run(None, {"src": src, "src_lengths": lengths})))
+        state = {
+            "state": encoded["state"][:, repeat],
+            "feed": np.zeros((len(repeat), self.settings["readout_size"]), dtype=np.float32),
+            "values": encoded["values"][repeat],
+            "keys": encoded.get("keys", encoded["values"])[repeat],
+            "mask": encoded["mask"][repeat],
+            "context": encoded["context"][repeat],
+        }
+        return state
+
+    def _step(self, member: Member, state: dict[str, np.ndarray], prev: np.ndarray) -> np.ndarray:
+        feeds = {name: value for name, value in state.items() if name in member.decoder_inputs}
+        feeds["prev"] = prev.astype(np.int64)
+        log_probs, new_state, new_feed, _ = member.decoder.run(None, feeds)
+        state["state"], state["feed"] = new_state, new_feed
+        return log_probs

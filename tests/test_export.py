@@ -1,0 +1,155 @@
+"""ONNX export (python -m seq2seq.export) and the PyTorch-free translator (seq2seq.portable): the same outputs as
+PyTorch for every cell and attention, ensembles member by member, a translator that imports no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seq2seq.config import DecodeConfig
+from seq2seq.decoding.inference import translate_sentences
+from seq2seq.decoding.loading import load_for_decoding
+from seq2seq.portable import search as portable
+
+from .conftest import REPO
+from .test_search import TableState, table_step
+from .tiny_models import corpus_lines, tiny_checkpoint, tiny_tokenizer
+
+SOURCES = [*corpus_lines("test", 12)[0], "", "  "]
+SHORT = {"max_len_a": 0.5, "max_len_b": 4}  # untrained models write to the max length: keep outputs short
+
+
+class TableRows:
+    """table_step (tests/test_search.py) as the numpy searches' step and reorder: the caller keeps the state."""
+
+    def __init__(self, rows: int) -> None:
+        self.state = TableState([()] * rows)
+
+    def step(self, prev: np.ndarray) -> np.ndarray:
+        log_probs, self.state = table_step(torch.from_numpy(prev), self.state)
+        return log_probs.numpy()
+
+    def reorder(self, rows: np.ndarray) -> None:
+        self.state = self.state.index_select(torch.from_numpy(rows))
+
+
+def test_the_numpy_searches_follow_the_pytorch_ones_on_a_hand_made_model():
+    """Greedy takes A, beam search finds B EOS, with the scores PyTorch's searches give."""
+    from seq2seq.decoding.search import beam_search, greedy_search
+
+    table = TableRows(1)
+    got = portable.greedy_search(table.step, table.reorder, np.array([5]))[0]
+    want = greedy_search(table_step, TableState([()]), torch.tensor([5]))[0]
+    assert got.tokens == want.tokens and got.log_prob == pytest.approx(want.log_prob, abs=1e-6)
+    table = TableRows(2)
+    got_n = portable.beam_search(table.step, table.reorder, np.array([5]), 2, alpha=0.0, nbest=2)[0]
+    want_n = beam_search(table_step, TableState([(), ()]), torch.tensor([5]), 2, alpha=0.0, nbest=2)[0]
+    assert [h.tokens for h in got_n] == [h.tokens for h in want_n] and got_n[0].tokens != got.tokens
+    assert [h.score for h in got_n] == pytest.approx([h.score for h in want_n], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def export(folder: Path, checkpoints: list[Path]) -> Path:
+    from seq2seq.export import export_onnx
+
+    return export_onnx([str(c) for c in checkpoints], folder)
+
+
+@pytest.mark.slow  # each export traces the decoder step: seconds
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"cell": "gru", "attention": "bahdanau"},
+        {"cell": "lstm", "attention": "luong_general", "input_feeding": False, "decoder_layers": 2},
+        {"cell": "rnn", "attention": "none", "encoder_layers": 2},
+        {"cell": "gru", "attention": "luong_dot", "bidirectional": False},
+    ],
+)
+def test_the_export_translates_as_pytorch_does(tok, tmp_path, model):
+    from seq2seq.portable.translator import ExportedTranslator
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt", tok, seed=1, decode=SHORT, **model)
+    translator = ExportedTranslator(export(tmp_path / "export", [checkpoint]), threads=1)
+    pytorch, tokenizer, *_ = load_for_decoding([checkpoint], "cpu")
+    for beam in (1, 4):
+        cfg = DecodeConfig(beam_size=beam, nbest=min(beam, 2), **SHORT)
+        want = translate_sentences(pytorch, tokenizer, SOURCES, cfg, torch.device("cpu"))
+        got = translator.translate(SOURCES, beam_size=beam, nbest=min(beam, 2))
+        assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps] for hyps in want]
+        for g, w in zip(got, want):
+            assert [h.score for h in g] == pytest.approx([h.score for h in w], abs=1e-4)
+        assert translator.detokenize(got)[-1] == [""]  # an empty line: an empty translation
+
+
+@pytest.mark.slow
+def test_an_ensemble_exports_member_by_member(tok, tmp_path):
+    from seq2seq.portable.translator import ExportedTranslator
+
+    checkpoints = [tiny_checkpoint(tmp_path / f"m{s}.pt", tok, seed=s, decode=SHORT) for s in (1, 2)]
+    folder = export(tmp_path / "export", checkpoints)
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["member_0", "member_1"]
+    ensemble, tokenizer, *_ = load_for_decoding(checkpoints, "cpu")
+    cfg = DecodeConfig(beam_size=3, **SHORT)
+    want = translate_sentences(ensemble, tokenizer, SOURCES, cfg, torch.device("cpu"))
+    got = ExportedTranslator(folder, threads=1).translate(SOURCES, beam_size=3)
+    assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
+
+
+@pytest.mark.slow
+def test_the_portable_command_needs_no_torch(tok, tmp_path):
+    """seq2seq.portable with `import torch` made to fail: it translates all the same."""
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt", tok, seed=1, decode=SHORT)
+    folder = export(tmp_path / "export", [checkpoint])
+    blocker = "import sys, runpy; sys.modules['torch'] = None; sys.argv = ['seq2seq.portable', *sys.argv[1:]]; "
+    blocker += "runpy.run_module('seq2seq.portable', run_name='__main__')"
+    done = subprocess.run(
+        [sys.executable, "-c", blocker, str(folder), "--beam-size", "2"],
+        input="\n".join(SOURCES[:3]) + "\n\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 4 and done.stdout.splitlines()[3] == ""
+    refused = subprocess.run(
+        [sys.executable, "-m", "seq2seq.portable", str(tmp_path)], input="a\n", capture_output=True, text=True, cwd=REPO
+    )
+    assert refused.returncode == 2 and "is not an export folder" in refused.stderr
+
+
+@pytest.mark.slow
+def test_translate_takes_an_export_folder(tok, tmp_path, monkeypatch, capsys):
+    from .test_cli_errors import run_translate
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt", tok, seed=1, decode=SHORT)
+    folder = export(tmp_path / "export", [checkpoint])
+    text = "\n".join(SOURCES[:4]) + "\n"
+    options = ["--beam-size", "3", "--nbest", "2"]
+    status, from_export, err, _ = run_translate([folder, *options], text, monkeypatch, capsys)
+    assert status == 0, err
+    status, from_checkpoint, err, _ = run_translate([checkpoint, *options], text, monkeypatch, capsys)
+    assert status == 0 and from_export == from_checkpoint and len(from_export.splitlines()) == 4
+    status, _, err, _ = run_translate([folder, "--sampling"], text, monkeypatch, capsys)
+    assert status == 2 and "--sampling not available with an export folder" in err
+
+
+@pytest.mark.slow
+def test_an_export_never_overwrites_a_folder_that_is_not_one(tok, tmp_path, capsys):
+    from seq2seq import export as command
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt", tok, seed=1, decode=SHORT)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    assert command.main([str(checkpoint), "--out", str(tmp_path / "taken")]) == 2
+    assert "is not an earlier export" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".taken.*"))  # the staging folder is gone
