@@ -218,7 +218,7 @@ def input_given_as_checkpoint(checkpoints: list[str], argv: list[str]) -> str | 
 def translate_with_export(args: argparse.Namespace) -> int:
     """An export folder (`python -m seq2seq.export`) instead of a checkpoint: `seq2seq.portable` translates,
     with the options it has (beam size, n-best, length penalty, batch size); the others are refused."""
-    from seq2seq.portable.__main__ import main as portable_main
+    from seq2seq.portable.translator import ExportedTranslator, ExportError, translate_file
 
     unsupported = [
         option
@@ -243,13 +243,18 @@ def translate_with_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    forwarded = [args.checkpoint[0]]
-    for option, value in (("--beam-size", args.beam_size), ("--nbest", args.nbest), ("--alpha", args.alpha)):
-        if value is not None:
-            forwarded += [option, str(value)]
-    if args.batch_size is not None:
-        forwarded += ["--batch-size", str(args.batch_size)]
-    return portable_main(forwarded)
+    try:
+        translator = ExportedTranslator(args.checkpoint[0])
+        sys.stdout.reconfigure(encoding="utf-8", errors="replace", newline="\n")  # type: ignore[union-attr]
+        with stdout_may_close():
+            count = translate_file(
+                translator, sys.stdin.buffer, sys.stdout, args.beam_size, args.nbest, args.alpha, args.batch_size
+            )
+    except (ExportError, OSError, ValueError) as exc:
+        print(f"seq2seq.translate: {exc}", file=sys.stderr)
+        return 2
+    log.info("translated %d lines with the export %s (onnxruntime)", count, args.checkpoint[0])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

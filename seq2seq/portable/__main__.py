@@ -7,10 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seq2seq.portable.translator import ExportedTranslator, ExportError
-
-NBEST_SEPARATOR = " ||| "
-CHUNK = 1000
+from seq2seq.portable.translator import ExportedTranslator, ExportError, translate_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seq2seq.portable: {exc}", file=sys.stderr)
         return 2
     sys.stdout.reconfigure(encoding="utf-8", errors="replace", newline="\n")  # type: ignore[union-attr]
-    stdin = (raw.decode("utf-8", errors="replace").rstrip("\n") for raw in sys.stdin.buffer)
     try:
-        while chunk := [line for _, line in zip(range(CHUNK), stdin)]:
-            found = translator.translate(chunk, args.beam_size, args.nbest, args.alpha, args.batch_size)
-            for texts in translator.detokenize(found):
-                sys.stdout.write(NBEST_SEPARATOR.join(" ".join(t.splitlines()) for t in texts) + "\n")
-            sys.stdout.flush()
+        options = (args.beam_size, args.nbest, args.alpha, args.batch_size)
+        translate_file(translator, sys.stdin.buffer, sys.stdout, *options)
     except ValueError as exc:
         print(f"seq2seq.portable: {exc}", file=sys.stderr)
         return 2

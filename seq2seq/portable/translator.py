@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 import onnxruntime as ort
@@ -163,3 +164,29 @@ class ExportedTranslator:
         log_probs, new_state, new_feed, _ = member.decoder.run(None, feeds)
         state["state"], state["feed"] = new_state, new_feed
         return log_probs
+
+
+NBEST_SEPARATOR = " ||| "
+
+
+def translate_file(
+    translator: ExportedTranslator,
+    source: BinaryIO,
+    target: TextIO,
+    beam_size: int | None = None,
+    nbest: int | None = None,
+    alpha: float | None = None,
+    batch_size: int | None = None,
+    chunk: int = 1000,
+) -> int:
+    """Translate `source` line by line into `target`, `chunk` lines at a time: one output line per input line
+    (n-best joined by " ||| "), as `seq2seq.translate` writes them. Returns the count."""
+    lines = (raw.decode("utf-8", errors="replace").rstrip("\n") for raw in source)
+    count = 0
+    while part := list(islice(lines, chunk)):
+        found = translator.translate(part, beam_size, nbest, alpha, batch_size)
+        for texts in translator.detokenize(found):
+            target.write(NBEST_SEPARATOR.join(" ".join(t.splitlines()) for t in texts) + "\n")
+        target.flush()
+        count += len(part)
+    return count
