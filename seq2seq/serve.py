@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx"],
+        default="pytorch",
+        help="onnx: CHECKPOINT is an export folder (python -m seq2seq.export), decoded with onnxruntime "
+        "(greedy and beam search; docs/deployment.md)",
+    )
     parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="int8: 8-bit decoder weights (CPU)")
     parser.add_argument("--shortlist", action="store_true", help="search over the checkpoint's lexical shortlist only")
     parser.add_argument("--threads", type=int, help="PyTorch CPU threads per decoder (default: cores / decoders)")
@@ -164,6 +171,35 @@ def decoding_threads(args: argparse.Namespace, device: torch.device) -> int:
     return decoders
 
 
+def serve_export(args: argparse.Namespace, api: Any, uvicorn: Any) -> int:
+    """`--backend onnx`: serve an export folder with onnxruntime (`seq2seq.serving.onnx_backend`)."""
+    from seq2seq.config import DecodeConfig
+    from seq2seq.portable.translator import ExportError
+    from seq2seq.serving.onnx_backend import OnnxTranslator
+
+    if args.quantize != "none" or args.shortlist or len(args.checkpoints) != 1:
+        problem = "--backend onnx serves one export folder, without --quantize or --shortlist"
+        print(f"seq2seq.serve: {problem}", file=sys.stderr)
+        return 2
+    decoders = args.decoders or (2 if (os.cpu_count() or 1) > 1 else 1)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // decoders)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device == "cuda" else None
+    try:
+        translator = OnnxTranslator(args.checkpoints[0], threads, providers)
+    except (ExportError, OSError) as exc:
+        print(f"seq2seq.serve: {exc}", file=sys.stderr)
+        return 2
+    limits = api.Limits(**{name: getattr(args, name) for name in vars(api.Limits())})
+    d, sampling = translator.decode, DecodeConfig()
+    search = (min(d.beam_size, limits.max_beam_size), 1, min(d.alpha, limits.max_alpha), False, False)
+    defaults = api.DecodeSettings(*search, sampling.top_k, sampling.top_p, sampling.epsilon, sampling.temperature)
+    info = translator.info() | {"quantize": "none", "shortlist": False}
+    app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders)
+    log.info("serving the export %s with onnxruntime on http://%s:%d", args.checkpoints[0], args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
@@ -178,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem := check_arguments(args) or port_problem(args.host, args.port):
         print(f"seq2seq.serve: {problem}", file=sys.stderr)
         return 2
+    if args.backend == "onnx":
+        return serve_export(args, api, uvicorn)
     try:
         decoders = decoding_threads(args, resolve_device(args.device, "--device"))
         model, tokenizer, config, shortlist, device, parameters = load_for_decoding(

@@ -153,3 +153,34 @@ def test_an_export_never_overwrites_a_folder_that_is_not_one(tok, tmp_path, caps
     assert "is not an earlier export" in capsys.readouterr().err
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".taken.*"))  # the staging folder is gone
+
+
+@pytest.mark.slow
+def test_the_server_serves_an_export(tok, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from seq2seq import serve
+    from seq2seq.serving import app as api
+    from seq2seq.serving.onnx_backend import OnnxTranslator
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt", tok, seed=1, decode=SHORT)
+    translator = OnnxTranslator(export(tmp_path / "export", [checkpoint]), threads=1)
+    app = api.create_app(translator, translator.info(), api.Limits(), api.DecodeSettings(1, 1, 0.6, False))
+    lines = SOURCES[:3] + [""]
+    with TestClient(app) as client:
+        response = client.post("/translate", json={"text": lines, "beam_size": 2, "nbest": 2})
+        assert response.status_code == 200, response.text
+        served = [[h["text"] for h in entry["hypotheses"]] for entry in response.json()["translations"]]
+        for body, field in (
+            ({"attention": True}, "attention"),
+            ({"sampling": True}, "sampling"),
+            ({"constraints": [["a"], [], [], []]}, "constraints[0]"),
+        ):
+            refused = client.post("/translate", json={"text": lines, **body})
+            assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+        assert client.get("/info").json()["model"]["cell"] == "gru"
+    pytorch, tokenizer, *_ = load_for_decoding([checkpoint], "cpu")
+    cfg = DecodeConfig(beam_size=2, nbest=2, **SHORT)
+    want = translate_sentences(pytorch, tokenizer, lines, cfg, torch.device("cpu"))
+    assert served == [tokenizer.decode_tgt([h.tokens for h in hyps]) for hyps in want]
+    assert serve.main([str(tmp_path / "export"), "--backend", "onnx", "--quantize", "int8"]) == 2

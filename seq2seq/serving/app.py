@@ -406,7 +406,7 @@ class Translator:
             return "this model has no attention (model.attention=none), so there are no weights to return"
         return None
 
-    def check_steering(self, settings: DecodeSettings, lines: list[Line]) -> None:
+    def check(self, settings: DecodeSettings, lines: list[Line]) -> None:
         """A `RequestError` (422) naming the entry whose prefix or phrases cannot be honoured, before the request
         joins a batch (where it would fail the batch's other requests too)."""
         sentences, prefixes, constraints = self.steering(lines)
@@ -555,7 +555,7 @@ def _add_translate_route(app: FastAPI, translator: Translator, limits: Limits, d
         """Translate a list of lines: exactly one entry per line, in order (an empty line gets an empty entry)."""
         body = await read_body(request, limits.max_body_bytes)
         lines, settings = parse_request(body, limits, defaults, translator.attention_problem, translator.tokenizer)
-        translator.check_steering(settings, lines)
+        translator.check(settings, lines)
         try:
             future = request.app.state.batcher.submit(settings, lines)
         except QueueFull as exc:
