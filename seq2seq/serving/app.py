@@ -47,6 +47,7 @@ from seq2seq.decoding.loading import MAX_SOURCE_TOKENS
 from seq2seq.decoding.search import Hypothesis
 from seq2seq.decoding.steering import SteeringError
 from seq2seq.serving.batcher import DynamicBatcher, QueueFull
+from seq2seq.serving.errors import RequestError
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -89,14 +90,6 @@ class DecodeSettings:
 
 SAMPLING_FIELDS = ("top_k", "top_p", "epsilon", "temperature", "seed")  # they apply with "sampling": true only
 MAX_SEED = 2**63 - 1
-
-
-class RequestError(Exception):
-    """A refused request: HTTP status, the field at fault ("body" for the whole body) and a message for people."""
-
-    def __init__(self, status: int, field: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.field, self.message = status, field, message
 
 
 class TranslateRequest(BaseModel):

@@ -8,12 +8,16 @@ one is refused (422) naming the field.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seq2seq.portable.translator import ExportedTranslator
-from seq2seq.serving.app import DecodeSettings, Line, RequestError
+from seq2seq.serving.errors import RequestError
+
+if TYPE_CHECKING:  # for annotations only: the app imports PyTorch, this backend does not need it
+    from seq2seq.serving.app import DecodeSettings, Line
 
 NOT_HERE = "not available with --backend onnx; serve the checkpoint with the PyTorch backend for it"
 
@@ -30,18 +34,18 @@ class OnnxTranslator:
     def attention_problem(self, beam_size: int) -> str | None:
         return f"attention weights are {NOT_HERE}"
 
-    def check(self, settings: DecodeSettings, lines: list[Line]) -> None:
+    def check(self, settings: DecodeSettings, lines: Sequence[Line]) -> None:
         """Refuse what this backend cannot do, before the request joins a batch."""
         if settings.sampling:
             raise RequestError(422, "sampling", f"sampling is {NOT_HERE}")
         for i, line in enumerate(lines):
-            if isinstance(line, Line) and line.phrases:
+            if getattr(line, "phrases", ()):
                 raise RequestError(422, f"constraints[{i}]", f"required phrases are {NOT_HERE}")
-            if isinstance(line, Line) and line.prefix:
+            if getattr(line, "prefix", None):
                 raise RequestError(422, f"prefixes[{i}]", f"prefixes are {NOT_HERE}")
 
-    def __call__(self, settings: DecodeSettings, lines: list[Line] | list[str]) -> list[dict[str, Any]]:
-        texts = [line.text if isinstance(line, Line) else line for line in lines]
+    def __call__(self, settings: DecodeSettings, lines: Sequence[Line | str]) -> list[dict[str, Any]]:
+        texts = [line if isinstance(line, str) else line.text for line in lines]
         found = self.exported.translate(texts, settings.beam_size, settings.nbest, settings.alpha)
         return [
             {
