@@ -73,7 +73,7 @@ def beam_search(
         log_probs = step(prev)  # (live * beam, vocab)
         vocab = log_probs.shape[1]
         candidates = (scores[:, :, None] + log_probs.reshape(n, k, vocab)).reshape(n, -1)  # (live, beam * vocab)
-        order = np.argsort(-candidates, axis=1, kind="stable")[:, : 2 * k]  # (live, 2 * beam) best first
+        order = top_indices(candidates, 2 * k)  # (live, 2 * beam) best first
         top_scores = np.take_along_axis(candidates, order, axis=1)
         top_beam, top_token = order // vocab, order % vocab
         is_eos = top_token == EOS_ID
@@ -101,6 +101,16 @@ def beam_search(
             live = [live[i] for i in going_on]
         reorder(rows)
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:nbest] for hyps in ended]
+
+
+def top_indices(scores: np.ndarray, count: int) -> np.ndarray:
+    """(rows, count) column indices of each row's `count` highest scores, highest first (ties: lower index
+    first): a partition, then a sort of the few it keeps, not a sort of the whole row."""
+    count = min(count, scores.shape[1])
+    part = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # (rows, count), unordered
+    chosen = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -chosen), axis=1)  # by score descending, then by column
+    return np.take_along_axis(part, order, axis=1)
 
 
 def _finish(ended: list[Hypothesis], tokens: list[int], log_prob: float, alpha: float, eos_counted: bool) -> None:

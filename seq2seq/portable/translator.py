@@ -29,6 +29,7 @@ from seq2seq.portable.search import EOS_ID, Hypothesis, beam_search, greedy_sear
 
 FORMAT = "seq2seq-onnx"
 PAD_ID, BOS_ID = 0, 2
+MEMORY = ("values", "keys", "mask", "context")  # a decoder row's memory: its sentence's, fixed for the search
 TAG = re.compile(r"<[^\s<>\u2581]+>")
 
 
@@ -136,10 +137,20 @@ class ExportedTranslator:
             log_probs = [self._step(member, state, prev) for member, state in zip(self.members, states)]
             return log_probs[0] if len(log_probs) == 1 else np.mean(log_probs, axis=0)
 
+        row_sentence = repeat.copy()  # (rows,) the sentence each row decodes
+
         def reorder(rows: np.ndarray) -> None:
+            """The hypotheses move: their decoder states follow; the memory is copied only when sentences leave
+            (a beam's rows all read their sentence's memory, whatever their order)."""
+            nonlocal row_sentence
+            moved = row_sentence[rows]
+            same_sentences = np.array_equal(moved, row_sentence) if len(moved) == len(row_sentence) else False
             for state in states:
-                for name, value in state.items():
-                    state[name] = value[:, rows] if name == "state" else value[rows]
+                state["state"], state["feed"] = state["state"][:, rows], state["feed"][rows]
+                if not same_sentences:
+                    for name in MEMORY:
+                        state[name] = state[name][rows]
+            row_sentence = moved
 
         if k == 1:
             return [[h] for h in greedy_search(step, reorder, max_lengths)]
