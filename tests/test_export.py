@@ -184,3 +184,30 @@ def test_the_server_serves_an_export(tok, tmp_path):
     want = translate_sentences(pytorch, tokenizer, lines, cfg, torch.device("cpu"))
     assert served == [tokenizer.decode_tgt([h.tokens for h in hyps]) for hyps in want]
     assert serve.main([str(tmp_path / "export"), "--backend", "onnx", "--quantize", "int8"]) == 2
+
+
+@pytest.mark.slow  # builds a virtual environment and installs three packages into it
+def test_the_portable_translator_runs_in_an_environment_without_torch(tok, tmp_path):
+    """A fresh venv with numpy, onnxruntime and sentencepiece and this package without its dependencies: no torch,
+    and the same translations as PyTorch's translate."""
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt", tok, seed=1, decode=SHORT)
+    folder = export(tmp_path / "export", [checkpoint])
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "numpy", "onnxruntime", "sentencepiece"], check=True)
+    subprocess.run([*pip, "--no-deps", str(REPO)], check=True)
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    text = "\n".join(SOURCES[:4]) + "\n"
+    done = subprocess.run(
+        [python, "-m", "seq2seq.portable", str(folder), "--beam-size", "3"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    pytorch, tokenizer, *_ = load_for_decoding([checkpoint], "cpu")
+    want = translate_sentences(pytorch, tokenizer, SOURCES[:4], DecodeConfig(beam_size=3, **SHORT), torch.device("cpu"))
+    assert done.stdout.splitlines() == tokenizer.decode_tgt([h[0].tokens for h in want])
