@@ -8,12 +8,13 @@ PyTorch i f g o). It returns what `Seq2Seq.encode` does: the outputs (zero at pa
 the summary vector, the attention keys (with attention) and the decoder's first state (the bridge).
 
 The decoder step (`export_decoder_step`) has no loop over time, so `torch.onnx.export` traces it with the
-rows (sentences, or a beam's hypotheses) and the source length dynamic. It takes every input as a tensor,
-one memory row per decoder row (a beam search repeats a sentence's memory for its hypotheses):
+rows, the sentences and the source length dynamic. It takes every input as a tensor; the memory holds one row
+per sentence, and the decoder rows of a sentence (greedy: one; beam search: its hypotheses) are contiguous and
+equally many, as in `Decoder.step`:
 
     prev (rows,) int64, state (layers * states, rows, hidden), feed (rows, readout),
-    values (rows, src_len, encoder), keys (rows, src_len, *), mask (rows, src_len) bool, context (rows, encoder)
-    -> log_probs (rows, vocab), state_out, feed_out, attention (rows, src_len)
+    values (sentences, src_len, encoder), keys (sentences, src_len, *), mask (sentences, src_len) bool,
+    context (sentences, encoder) -> log_probs (rows, vocab), state_out, feed_out, attention (rows, src_len)
 
 `states` is 2 for the LSTM (h of every layer, then c of every layer), else 1; `feed` is the input-feeding
 vector (passed through unchanged without input feeding); `attention` is the mask as floats without attention.
@@ -164,6 +165,10 @@ class DecoderStep(nn.Module):
         self, prev: Tensor, state: Tensor, feed: Tensor, values: Tensor, keys: Tensor, mask: Tensor, context: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         decoder = self.model.decoder
+        if decoder.attention is None:  # the fixed context, and the mask returned as weights, once per row
+            rows, group = prev.size(0), prev.size(0) // context.size(0)
+            context = context.unsqueeze(1).expand(-1, group, -1).reshape(rows, -1)
+            mask = mask.unsqueeze(1).expand(-1, group, -1).reshape(rows, -1)
         hidden = tuple(state[: self.layers].unbind(0))
         cells = tuple(state[self.layers :].unbind(0)) if self.lstm else None
         current = DecoderState(CellState(hidden, cells), feed if decoder.input_feeding else None)
@@ -174,8 +179,9 @@ class DecoderStep(nn.Module):
         return log_probs, new_state, new_feed, weights if weights is not None else mask.float()
 
 
-def decoder_example(model: Seq2Seq, rows: int = 3, src_len: int = 5) -> tuple[Tensor, ...]:
-    """Inputs of `DecoderStep` for tracing: more than one row and source position, so none is fixed at 1."""
+def decoder_example(model: Seq2Seq, rows: int = 6, sentences: int = 3, src_len: int = 5) -> tuple[Tensor, ...]:
+    """Inputs of `DecoderStep` for tracing: several rows per sentence, sentences and source positions, so that
+    none is fixed."""
     decoder = model.decoder
     states = 2 if decoder.cell_kind == "lstm" else 1
     encoder_size = model.encoder.output_size
@@ -186,10 +192,10 @@ def decoder_example(model: Seq2Seq, rows: int = 3, src_len: int = 5) -> tuple[Te
         torch.full((rows,), 2, dtype=torch.long),
         torch.zeros(decoder.num_layers * states, rows, decoder.hidden_size),
         torch.zeros(rows, decoder.readout.out_features),
-        torch.zeros(rows, src_len, encoder_size),
-        torch.zeros(rows, src_len, keys_size),
-        torch.ones(rows, src_len, dtype=torch.bool),
-        torch.zeros(rows, encoder_size),
+        torch.zeros(sentences, src_len, encoder_size),
+        torch.zeros(sentences, src_len, keys_size),
+        torch.ones(sentences, src_len, dtype=torch.bool),
+        torch.zeros(sentences, encoder_size),
     )
 
 
@@ -197,15 +203,16 @@ def export_decoder_step(model: Seq2Seq, path: Path) -> None:
     """Write the decoder step of `model` (eval mode, on the CPU) to `path` as ONNX, rows and source length
     dynamic."""
     rows = torch.export.Dim("rows", min=1, max=65536)
+    sentences = torch.export.Dim("sentences", min=1, max=65536)
     src_len = torch.export.Dim("src_len", min=1, max=65536)
     dynamic = {
         "prev": {0: rows},
         "state": {1: rows},
         "feed": {0: rows},
-        "values": {0: rows, 1: src_len},
-        "keys": {0: rows, 1: src_len},
-        "mask": {0: rows, 1: src_len},
-        "context": {0: rows},
+        "values": {0: sentences, 1: src_len},
+        "keys": {0: sentences, 1: src_len},
+        "mask": {0: sentences, 1: src_len},
+        "context": {0: sentences},
     }
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

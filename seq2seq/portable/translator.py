@@ -130,44 +130,43 @@ class ExportedTranslator:
             src[row, len(ids)] = EOS_ID
         decode = self.decode
         max_lengths = np.maximum(1, (decode["max_len_a"] * (lengths - 1) + decode["max_len_b"]).astype(np.int64))
-        repeat = np.repeat(np.arange(len(sources)), k)  # every sentence's memory once per beam
-        states = [self._start(member, src, lengths, repeat) for member in self.members]
+        states = [self._start(member, src, lengths, k) for member in self.members]
 
         def step(prev: np.ndarray) -> np.ndarray:
             log_probs = [self._step(member, state, prev) for member, state in zip(self.members, states)]
             return log_probs[0] if len(log_probs) == 1 else np.mean(log_probs, axis=0)
 
-        row_sentence = repeat.copy()  # (rows,) the sentence each row decodes
+        row_sentence = np.repeat(np.arange(len(sources)), k)  # (rows,) the sentence each row decodes
 
         def reorder(rows: np.ndarray) -> None:
-            """The hypotheses move: their decoder states follow; the memory is copied only when sentences leave
-            (a beam's rows all read their sentence's memory, whatever their order)."""
+            """The hypotheses move: their decoder states follow; the memory (one row per sentence) changes only
+            when sentences leave."""
             nonlocal row_sentence
-            moved = row_sentence[rows]
-            same_sentences = np.array_equal(moved, row_sentence) if len(moved) == len(row_sentence) else False
+            sentences = int(row_sentence.max()) + 1  # the memory's rows now
+            kept, renumbered = np.unique(row_sentence[rows], return_inverse=True)  # rows stay sentence-major
             for state in states:
                 state["state"], state["feed"] = state["state"][:, rows], state["feed"][rows]
-                if not same_sentences:
+                if len(kept) < sentences:
                     for name in MEMORY:
-                        state[name] = state[name][rows]
-            row_sentence = moved
+                        state[name] = state[name][kept]
+            row_sentence = renumbered.reshape(-1)
 
         if k == 1:
             return [[h] for h in greedy_search(step, reorder, max_lengths)]
         return beam_search(step, reorder, max_lengths, k, alpha, nbest)
 
-    def _start(self, member: Member, src: np.ndarray, lengths: np.ndarray, repeat: np.ndarray) -> dict[str, np.ndarray]:
-        """A member's encoder run and its rows of decoder input: memory and first state, each sentence `k` times."""
+    def _start(self, member: Member, src: np.ndarray, lengths: np.ndarray, k: int) -> dict[str, np.ndarray]:
+        """A member's encoder run: the memory (one row per sentence) and the first decoder state, `k` rows per
+        sentence."""
         encoded = dict(zip(member.encoder_outputs, member.encoder.run(None, {"src": src, "src_lengths": lengths})))
-        state = {
-            "state": encoded["state"][:, repeat],
-            "feed": np.zeros((len(repeat), self.settings["readout_size"]), dtype=np.float32),
-            "values": encoded["values"][repeat],
-            "keys": encoded.get("keys", encoded["values"])[repeat],
-            "mask": encoded["mask"][repeat],
-            "context": encoded["context"][repeat],
+        return {
+            "state": np.repeat(encoded["state"], k, axis=1),
+            "feed": np.zeros((len(src) * k, self.settings["readout_size"]), dtype=np.float32),
+            "values": encoded["values"],
+            "keys": encoded.get("keys", encoded["values"]),
+            "mask": encoded["mask"],
+            "context": encoded["context"],
         }
-        return state
 
     def _step(self, member: Member, state: dict[str, np.ndarray], prev: np.ndarray) -> np.ndarray:
         feeds = {name: value for name, value in state.items() if name in member.decoder_inputs}
