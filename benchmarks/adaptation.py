@@ -144,7 +144,7 @@ def back_translation(runner: Runner) -> None:
     work, steps = runner.work, runner.args.steps
     runner.train("reverse_A", "en->de on A (translates B's English)", runner.data(a, "en", "de"), steps)
     mono = work / "mono" / "B.en"
-    synthetic = {"beam": ["--beam-size", "5"], "sampling": ["--sampling", "--seed", "1"]}
+    synthetic = {"beam": ["--beam-size", "5"], "sampling": ["--sampling", "--seed", "1", *runner.args.sampling.split()]}
     for kind, options in synthetic.items():
         folder = work / f"bt_{kind}"
         runner.translate("reverse_A", mono, folder / "train.de", options)
@@ -209,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="updates per model (default 1000)")
     parser.add_argument("--parent-steps", type=int, help="fine-tuning: updates of the A model (default --steps)")
     parser.add_argument("--minutes", type=float, help="a time budget per --steps instead of the update count")
+    parser.add_argument(
+        "--sampling",
+        default="",
+        help="back-translation: more options of the sampled back-translations, e.g. '--top-k 10' (default: none, "
+        "unrestricted sampling as in Edunov et al. 2018)",
+    )
     parser.add_argument("--out", help="also write the rows as JSON here")
     parser.add_argument("override", nargs="*", help="more overrides for every training run (KEY=VALUE)")
     args = parser.parse_intermixed_args(argv)
