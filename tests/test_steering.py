@@ -381,3 +381,10 @@ def test_the_coverage_penalty_needs_attention_and_no_constraints(tok):
     with pytest.raises(ValueError, match="not constrained ones"):
         cfg = DecodeConfig(beam_size=2, coverage_penalty=0.2)
         translate_sentences(with_attention, tok, SOURCES[:1], cfg, CPU, constraints=[["a"]])
+
+
+def test_holds_phrase_finds_ids_in_a_row():
+    from seq2seq.decoding.inference import holds_phrase
+
+    assert holds_phrase([5, 6, 7, 8], (6, 7)) and holds_phrase([5], (5,))
+    assert not holds_phrase([5, 7, 6], (6, 7)) and not holds_phrase([], (1,))

@@ -78,8 +78,21 @@ def translate_sentences(
         steer = steering.select(positions) if steering is not None else None
         for index, hyps in zip(batch.indices, translate_batch(model, batch, cfg, shortlist=shortlist, steering=steer)):
             results[index] = hyps
+    if steering is not None and steering.has_constraints:
+        for k, i in enumerate(todo):
+            if not all(holds_phrase(results[i][0].tokens, phrase) for phrase in steering.constraints[k]):
+                log.warning(
+                    "input line %d: the output lacks a required phrase (its maximum length cut it short)",
+                    first_line + i,
+                )
     model.train(was_training)
     return results
+
+
+def holds_phrase(tokens: Sequence[int], phrase: Sequence[int]) -> bool:
+    """Whether `phrase`'s ids appear in `tokens` one after another."""
+    n = len(phrase)
+    return any(list(tokens[j : j + n]) == list(phrase) for j in range(len(tokens) - n + 1))
 
 
 def encode_steering(
