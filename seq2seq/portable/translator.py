@@ -1,4 +1,5 @@
-"""An export folder (`python -m seq2seq.export`) as a translator: numpy, onnxruntime and sentencepiece only.
+"""An export folder (`python -m seq2seq.export`) as a translator: numpy, onnxruntime and sentencepiece only
+(the package's tokenizer, `seq2seq.data.tokenizer`, needs no more).
 
     translator = ExportedTranslator("PATH/TO/export")
     translator.translate(["Ein Mann fährt Fahrrad."], beam_size=5)   # [[Hypothesis(tokens, log_prob, score)]]
@@ -15,7 +16,6 @@ members' (the log of their geometric mean), as in PyTorch. An empty line gets an
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
@@ -23,14 +23,13 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 import onnxruntime as ort
-import sentencepiece as spm
 
+from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.portable.search import EOS_ID, Hypothesis, beam_search, greedy_search
 
 FORMAT = "seq2seq-onnx"
-PAD_ID, BOS_ID = 0, 2
+PAD_ID = 0
 MEMORY = ("values", "keys", "mask", "context")  # a decoder row's memory: its sentence's, fixed for the search
-TAG = re.compile(r"<[^\s<>\u2581]+>")
 
 
 class ExportError(ValueError):
@@ -64,36 +63,19 @@ class ExportedTranslator:
             options.intra_op_num_threads = threads
         chosen = list(providers) if providers is not None else ["CPUExecutionProvider"]
         self.members = [Member(self.folder / name, options, chosen) for name in self.settings["members"]]
-        self.source = spm.SentencePieceProcessor(model_file=str(self.folder / self.settings["source_model"]))
-        self.target = spm.SentencePieceProcessor(model_file=str(self.folder / self.settings["target_model"]))
-        self.tags = self._tags()
+        source = (self.folder / self.settings["source_model"]).read_bytes()
+        target = (self.folder / self.settings["target_model"]).read_bytes()
+        self.tokenizer = Tokenizer(source, None if self.settings.get("joint") else target)  # as the checkpoint's
         self.decode = dict(self.settings["decode"])
-
-    def _tags(self) -> dict[str, int]:
-        """The source model's tags (<BT>, <2fr>): the run of pieces in angle brackets after the special ids."""
-        tags, i = {}, EOS_ID + 1
-        while i < self.source.get_piece_size() and TAG.fullmatch(piece := self.source.id_to_piece(i)):
-            tags[piece] = i
-            i += 1
-        return tags
 
     # ---------------------------------------------------------------------------------------------- text
     def encode(self, lines: Sequence[str]) -> list[list[int]]:
-        """Source ids of the stripped lines, tags first, cut at `max_source_tokens`."""
-        out = []
-        for line in lines:
-            ids, rest = [], line.strip()
-            while rest.startswith("<"):
-                word, _, after = rest.partition(" ")
-                if word not in self.tags:
-                    break
-                ids.append(self.tags[word])
-                rest = after.lstrip()
-            out.append((ids + self.source.encode(rest, out_type=int))[: self.settings["max_source_tokens"]])
-        return out
+        """Source ids of the stripped lines (tags such as <2fr> first), cut at `max_source_tokens`."""
+        limit = self.settings["max_source_tokens"]
+        return [ids[:limit] for ids in self.tokenizer.encode_src([line.strip() for line in lines])]
 
     def detokenize(self, hypotheses: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
-        return [[self.target.decode([i for i in h.tokens if i > EOS_ID]) for h in hyps] for hyps in hypotheses]
+        return [self.tokenizer.decode_tgt([h.tokens for h in hyps]) for hyps in hypotheses]
 
     # ---------------------------------------------------------------------------------------------- search
     def translate(

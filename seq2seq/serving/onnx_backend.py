@@ -76,8 +76,8 @@ class OnnxTranslator:
             "languages": s["languages"],
             "target_languages": [],
             "vocabulary": {
-                "source": self.exported.source.get_piece_size(),
-                "target": self.exported.target.get_piece_size(),
+                "source": self.exported.tokenizer.src_vocab_size,
+                "target": self.exported.tokenizer.tgt_vocab_size,
                 "joint": bool(s.get("joint")),
             },
             "device": "onnxruntime",
