@@ -228,6 +228,7 @@ def test_a_sampled_segmentation_keeps_the_tags_whole(tmp_path):
     assert not any(4 in ids[1:] for ids in src)
 
 
+@pytest.mark.slow  # a whole (tiny) training run with two language pairs
 def test_a_multilingual_run_reports_each_language_pair(tmp_path, monkeypatch, capsys):
     """en->{de, fr}: one model with target tags; validation and test per pair, results.json per corpus."""
     src, tgt = corpus_lines("train", 200)

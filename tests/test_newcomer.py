@@ -69,8 +69,9 @@ def test_results_json_is_written_whole_and_readable_by_others(tmp_path, monkeypa
 def test_every_command_has_a_console_script():
     section = (REPO / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
     scripts = dict(re.findall(r'^(\S+) = "(\S+)"', section, re.M))
-    commands = {"train", "translate", "evaluate", "score", "serve", "report", "shortlist"}
-    assert scripts == {f"seq2seq-{c}": f"seq2seq.{c}:main" for c in commands}
+    commands = {"train", "translate", "evaluate", "score", "serve", "report", "shortlist", "export"}
+    wanted = {f"seq2seq-{c}": f"seq2seq.{c}:main" for c in commands}
+    assert scripts == {**wanted, "seq2seq-portable": "seq2seq.portable.__main__:main"}
 
 
 def test_serve_on_a_busy_port_says_so_before_loading_anything(tmp_path, capsys):
