@@ -261,3 +261,29 @@ def test_a_multilingual_run_reports_each_language_pair(tmp_path, monkeypatch, ca
     status, out, err, _ = run_translate([*args, "cs"], "A man .\n", monkeypatch, capsys)
     assert status == 2 and out == ""
     assert "unknown target language 'cs': this model translates into de, fr" in err
+
+
+@pytest.mark.parametrize("sampling", [0.0, 0.3])
+def test_a_hub_dataset_is_loaded_once_for_every_split(tmp_path, monkeypatch, sampling):
+    """A local folder as a dataset name goes through load_dataset as the hub does (tests/test_corpus.py)."""
+    import datasets.config
+
+    from seq2seq.data import corpus
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    repo = tmp_path / "hubset"
+    repo.mkdir()
+    src, tgt = corpus_lines("train", 60)
+    for split in ("train", "validation", "test"):
+        rows = [{"de": s, "en": t} for s, t in zip(src, tgt)]
+        (repo / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    loads = []
+    real = corpus.load_hub_dataset
+    monkeypatch.setattr(corpus, "load_hub_dataset", lambda cfg: loads.append(cfg.hub_name) or real(cfg))
+    cfg = config({"source": "hub", "dir": None, "hub_name": str(repo)}, tmp_path)
+    cfg.tokenizer.sampling_alpha = sampling
+    first = prepare_data(cfg)
+    assert len(loads) == 1 and len(first.valid) == 60
+    prepare_data(cfg)  # the caches hit: the evaluation sets (and, with subword sampling, the training text) only
+    assert len(loads) == 2

@@ -132,10 +132,14 @@ def combined_key(keys: Sequence[str], corpora: Sequence[TrainingCorpus]) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
-def open_training_corpora(cfg: DataConfig, key: str | None = None) -> CombinedCorpus:
-    """A reader of every training corpus; `key`: the combined fingerprint when already computed."""
+def open_training_corpora(cfg: DataConfig, key: str | None = None, main: SplitReader | None = None) -> CombinedCorpus:
+    """A reader of every training corpus; `key`: the combined fingerprint when already computed; `main`: the
+    main corpus's training split when already open."""
     corpora = training_corpora(cfg)
-    readers = [open_splits(corpus.data, ("train",))["train"] for corpus in corpora]
+    readers = [
+        main if number == 0 and main is not None else open_splits(corpus.data, ("train",))["train"]
+        for number, corpus in enumerate(corpora)
+    ]
     combined = CombinedCorpus(corpora, readers)
     if key is not None:
         combined.__dict__["key"] = key  # the cached_property, already known

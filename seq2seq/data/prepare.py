@@ -17,7 +17,7 @@ from seq2seq.data.combined import (
     training_corpora,
     training_tags,
 )
-from seq2seq.data.corpus import PairSource, ParallelCorpus, fingerprint, open_splits
+from seq2seq.data.corpus import PairSource, ParallelCorpus, SplitReader, fingerprint, open_splits
 from seq2seq.data.encoded import EncodedCorpus, cached_training_set, encode_training_set
 from seq2seq.data.tokenizer import Tokenizer, build_tokenizer, cached_tokenizer
 
@@ -49,41 +49,50 @@ def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> Prepared
     corpora, tags = training_corpora(cfg), training_tags(cfg)
     if tokenizer is not None:
         check_tags(tokenizer, tags)
-    combined = is_combined(cfg)
-    source_key = combined_fingerprint(cfg) if combined else fingerprint(cfg)
+    source_key = combined_fingerprint(cfg) if is_combined(cfg) else fingerprint(cfg)
     if source_key is not None:
         known = tokenizer or cached_tokenizer(source_key, config.tokenizer, tags)
         encoded = cached_training_set(source_key, known, cfg) if known is not None else None
         if known is not None and encoded is not None:
-            train = training_source(cfg, source_key) if config.tokenizer.sampling_alpha > 0 else None
-            valid, test = evaluation_sets(cfg, corpora)
+            train, valid, test = open_data(cfg, corpora, source_key, with_train=config.tokenizer.sampling_alpha > 0)
             return _prepared(known, encoded, valid, test, train, corpora)
         tokenizer = known
-    train = training_source(cfg, source_key)
+    train, valid, test = open_data(cfg, corpora, source_key, with_train=True)
+    assert train is not None
     if tokenizer is None:
         tokenizer = build_tokenizer(train, config.tokenizer, tags)
     encoded = encode_training_set(train, tokenizer, cfg)
-    valid, test = evaluation_sets(cfg, corpora)
     return _prepared(tokenizer, encoded, valid, test, train, corpora)
 
 
-def training_source(cfg: DataConfig, key: str | None = None) -> PairSource:
-    """The training pairs: the main corpus's training split, or several corpora read as one."""
-    if is_combined(cfg):
-        return open_training_corpora(cfg, key)
-    return open_splits(cfg, ("train",), key)["train"]
+def open_data(
+    cfg: DataConfig, corpora: list[TrainingCorpus], key: str | None, with_train: bool
+) -> tuple[PairSource | None, ParallelCorpus, ParallelCorpus]:
+    """The training pairs (when `with_train`: the main corpus's training split, or several corpora read as
+    one) and the validation and test sets. The main corpus's splits are opened in one call, so that a hub
+    dataset is loaded once for all of them; `key`: the training pairs' fingerprint when already computed."""
+    combined = is_combined(cfg)
+    splits = ("train", "valid", "test") if with_train else ("valid", "test")
+    main = open_splits(cfg if not combined else corpora[0].data, splits, None if combined else key)
+    train: PairSource | None = main.get("train")
+    if with_train and combined:
+        train = open_training_corpora(cfg, key, main["train"])
+    return (train, *evaluation_sets(cfg, corpora, main))
 
 
-def evaluation_sets(cfg: DataConfig, corpora: list[TrainingCorpus]) -> tuple[ParallelCorpus, ParallelCorpus]:
-    """The validation and test sets: the main corpus's, or with `data.target_tags` one per language pair (from
-    the first training corpus of each pair), joined. Their sources start with the main corpus's tags or the
-    pair's target tag, as the training sources do (tags of other corpora, e.g. <BT>, mark training data only)."""
+def evaluation_sets(
+    cfg: DataConfig, corpora: list[TrainingCorpus], main: dict[str, SplitReader]
+) -> tuple[ParallelCorpus, ParallelCorpus]:
+    """The validation and test sets: the main corpus's (`main`, its open splits), or with `data.target_tags`
+    one per language pair (from the first training corpus of each pair), joined. Their sources start with
+    the main corpus's tags or the pair's target tag, as the training sources do (tags of other corpora, e.g.
+    <BT>, mark training data only)."""
     first_of_pair: dict[str, TrainingCorpus] = {}
     for corpus in corpora if cfg.target_tags else corpora[:1]:
         first_of_pair.setdefault(corpus.pair, corpus)
     valid, test = {}, {}
     for pair, corpus in first_of_pair.items():
-        splits = open_splits(corpus.data, ("valid", "test"))
+        splits = main if corpus is corpora[0] else open_splits(corpus.data, ("valid", "test"))
         tags = corpus.tags if corpus is corpora[0] else (target_tag(corpus.data.tgt_lang),)
         valid[pair], test[pair] = (_tagged(splits[s].read(), tags) for s in ("valid", "test"))
     if len(first_of_pair) > 1:
