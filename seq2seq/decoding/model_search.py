@@ -169,8 +169,13 @@ def translate_batch(
             raise ValueError("decode.coverage_penalty ranks plain beam search's hypotheses, not constrained ones")
         state = state.index_select(sentence.repeat_interleave(cfg.beam_size))
         columns = None
-        if shortlist is not None:  # each sentence's target id -> its column
-            columns = [{int(i): c for c, i in enumerate(row)} for row in candidates.ids.tolist()]
+        if shortlist is not None:  # each sentence's target id -> its column (padding columns hold no id)
+            shared = candidates.shared.size(0)
+            valid = torch.cat([candidates.valid.new_ones(candidates.own.size(0), shared), candidates.valid], dim=1)
+            columns = [
+                {int(i): c for c, (i, ok) in enumerate(zip(row, oks)) if ok}
+                for row, oks in zip(candidates.ids.tolist(), valid.tolist())
+            ]
         phrases = steering.sentence_constraints()
         return constrained_beam_search(
             model_step(model), state, max_lengths, cfg.beam_size, phrases, cfg.alpha, cfg.nbest, columns
