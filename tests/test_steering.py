@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.config import DecodeConfig
+from seq2seq.data.tokenizer import continues_word_table
 from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.decoding.inference import translate_sentences
 from seq2seq.decoding.lexicon import build_shortlist
-from seq2seq.decoding.steering import SentenceConstraints, SteeringError, allocate_beam, continues_word_table
+from seq2seq.decoding.steering import SentenceConstraints, SteeringError, allocate_beam
 from seq2seq.model.quantize import quantize_int8
 
 from .tiny_models import corpus_lines, tiny_model, tiny_tokenizer

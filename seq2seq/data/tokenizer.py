@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sentencepiece as spm
 
-from seq2seq.config import TAG_PATTERN, TokenizerConfig
+from seq2seq.config import TAG_PATTERN, TokenizerConfig, target_tag
 from seq2seq.files import write_atomic
 from seq2seq.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -69,6 +69,11 @@ class Tokenizer:
         """The output languages a multilingual model can be asked for: xx of its <2xx> tags (`data.target_tags`)."""
         return [tag[2:-1] for tag in self.tags if tag.startswith("<2")]
 
+    @cached_property
+    def continues_word(self) -> list[bool]:
+        """Per target id: whether its piece goes on with the word before it (`continues_word_table`)."""
+        return continues_word_table([self.tgt.id_to_piece(i) for i in range(self.tgt_vocab_size)])
+
     def with_target_language(self, lines: Sequence[str], lang: str) -> list[str]:
         """`lines` asking for output in `lang` (its tag <2lang> first; empty lines stay empty); ValueError
         naming the languages there are when the model was not trained to write `lang`."""
@@ -81,7 +86,7 @@ class Tokenizer:
             raise ValueError(
                 f"unknown target language {lang!r}: this model translates into {', '.join(self.target_languages)}"
             )
-        return [f"<2{lang}> {line}" if line.strip() else line for line in lines]
+        return [f"{target_tag(lang)} {line}" if line.strip() else line for line in lines]
 
     def split_tags(self, line: str) -> tuple[list[int], str]:
         """(the ids of the tags `line` starts with, the rest of the line)."""
@@ -199,6 +204,12 @@ class WordCache:
         for i, ids in zip(which.tolist(), self.sp.encode([lines[i] for i in which.tolist()], out_type=int)):
             rows[i] = np.array(ids, dtype=np.int32)
         return flatten(rows)
+
+
+def continues_word_table(pieces: Sequence[str]) -> list[bool]:
+    """Per piece: whether it continues the word before it (no leading "▁", and a letter or digit first), so
+    that a required phrase completed just before it is not on a word boundary (`seq2seq.decoding.steering`)."""
+    return [bool(p) and not p.startswith("\u2581") and p[0].isalnum() for p in pieces]
 
 
 def prepend(flat: np.ndarray, lengths: np.ndarray, prefix: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

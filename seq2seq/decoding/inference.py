@@ -28,7 +28,6 @@ from seq2seq.decoding.steering import (
     Phrase,
     Steering,
     SteeringError,
-    continues_word_table,
 )
 from seq2seq.vocab import EOS_PIECE, UNK_ID
 
@@ -131,8 +130,7 @@ def encode_steering(
                 f"the required phrases hold {total} target tokens, more than the {limits[k]} its output may have "
                 "(decode.max_len_a x source tokens + decode.max_len_b)",
             )
-    pieces = [tokenizer.tgt.id_to_piece(i) for i in range(tokenizer.tgt_vocab_size)]
-    return Steering(prefix_ids, phrase_ids, continues_word_table(pieces))
+    return Steering(prefix_ids, phrase_ids, tokenizer.continues_word)
 
 
 def _check_phrase(tokenizer: Tokenizer, text: str, ids: Phrase, line: int) -> None:

@@ -79,7 +79,7 @@ class Steering:
 
     prefixes: list[list[int]]
     constraints: list[list[Phrase]]
-    continues_word: Sequence[bool]  # per target id (`continues_word_table`)
+    continues_word: Sequence[bool]  # per target id (`Tokenizer.continues_word`)
 
     @property
     def has_prefixes(self) -> bool:
@@ -167,10 +167,6 @@ class SentenceConstraints:
         for j, phrase in enumerate(self.phrases):
             self.starts.setdefault(phrase[0], []).append(j)
 
-    @property
-    def total(self) -> int:
-        return sum(self.lengths)
-
     def start(self) -> Progress:
         return Progress(tuple(False for _ in self.phrases))
 
@@ -210,12 +206,6 @@ class SentenceConstraints:
 
 def _set(flags: tuple[bool, ...], index: int, value: bool) -> tuple[bool, ...]:
     return flags[:index] + (value,) + flags[index + 1 :]
-
-
-def continues_word_table(pieces: Sequence[str]) -> list[bool]:
-    """Per target id: whether its piece continues the word before it (no leading "▁", and a letter or digit
-    first), so that a phrase completed just before it is not on a word boundary."""
-    return [bool(p) and not p.startswith("\u2581") and p[0].isalnum() for p in pieces]
 
 
 def allocate_beam(
@@ -316,9 +306,8 @@ def constrained_beam_search(
                     continue
                 token = c if ids is None else ids[i][c]
                 if token == eos:  # every phrase met (EOS is masked otherwise): the hypothesis ends
-                    final = cons.after(progress[i][j], token)
                     row = history[i * k + j, 1:].tolist()
-                    ended[b].append((final.all_met, scored(row, s, alpha, eos_counted=True)))
+                    ended[b].append((True, scored(row, s, alpha, eos_counted=True)))
                     continue
                 after = cons.after(progress[i][j], token)
                 banks.setdefault(after.tokens_met(cons.lengths), []).append((s, j, c, after))

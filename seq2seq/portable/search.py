@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BOS_ID, EOS_ID = 2, 3  # seq2seq.vocab's ids (this module imports nothing of the package that needs PyTorch)
+from seq2seq.vocab import BOS_ID, EOS_ID
 
 StepFn = Callable[[np.ndarray], np.ndarray]  # prev (rows,) -> log_probs (rows, vocab)
 ReorderFn = Callable[[np.ndarray], None]  # rows (new rows,) of the current ones, in their new order

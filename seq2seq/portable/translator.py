@@ -25,10 +25,10 @@ import numpy as np
 import onnxruntime as ort
 
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.portable.search import EOS_ID, Hypothesis, beam_search, greedy_search
+from seq2seq.portable.search import Hypothesis, beam_search, greedy_search
+from seq2seq.vocab import EOS_ID, PAD_ID
 
 FORMAT = "seq2seq-onnx"
-PAD_ID = 0
 MEMORY = ("values", "keys", "mask", "context")  # a decoder row's memory: its sentence's, fixed for the search
 
 
