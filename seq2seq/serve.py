@@ -111,9 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="int8: 8-bit decoder weights (CPU)")
     parser.add_argument("--shortlist", action="store_true", help="search over the checkpoint's lexical shortlist only")
     parser.add_argument("--threads", type=int, help="PyTorch CPU threads per decoder (default: cores / decoders)")
-    batching = parser.add_argument_group("dynamic batching")
-    batching.add_argument("--max-batch-sentences", type=int, default=32, help="sentences per decoding batch")
-    batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    batching = parser.add_argument_group("batching")
+    batching.add_argument(
+        "--batching",
+        choices=["continuous", "dynamic"],
+        default="continuous",
+        help="continuous (default): requests join the running batch between decoder steps and leave it the step "
+        "they end; dynamic: requests that arrive within --max-wait-ms share one decode (docs/serving.md)",
+    )
+    batching.add_argument(
+        "--max-batch-sentences", type=int, default=32, help="sentences per decoding batch (default: 32)"
+    )
+    batching.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for company (dynamic batching, and with continuous batching the requests "
+        "that cannot join a running batch: sampling, attention, a shortlist, prefixes, required phrases)",
+    )
     batching.add_argument("--decoders", type=int, help="decoding threads, one batch each (default: 2 on a CPU)")
     group = parser.add_argument_group("request limits")
     for name, value in vars(limits).items():
@@ -194,7 +209,9 @@ def serve_export(args: argparse.Namespace, api: Any, uvicorn: Any) -> int:
     search = (min(d.beam_size, limits.max_beam_size), 1, min(d.alpha, limits.max_alpha), False, False)
     defaults = api.DecodeSettings(*search, sampling.top_k, sampling.top_p, sampling.epsilon, sampling.temperature)
     info = translator.info() | {"quantize": "none", "shortlist": False}
-    app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders)
+    app = api.create_app(
+        translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders, args.batching
+    )
     log.info("serving the export %s with onnxruntime on http://%s:%d", args.checkpoints[0], args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -231,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     search = (min(d.beam_size, limits.max_beam_size), 1, min(d.alpha, limits.max_alpha), False, False)
     defaults = api.DecodeSettings(*search, d.top_k, d.top_p, d.epsilon, d.temperature, d.seed)
     translator = api.Translator(model, tokenizer, config.decode, shortlist)
-    app = api.create_app(translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders)
+    app = api.create_app(
+        translator, info, limits, defaults, args.max_batch_sentences, args.max_wait_ms, decoders, args.batching
+    )
     log.info("serving %s on http://%s:%d (page: /, API docs: /docs)", ", ".join(args.checkpoints), args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -33,7 +33,7 @@ def draws(rows: int = 6000, **settings) -> np.ndarray:
     streams = sample_streams(torch.arange(rows).unsqueeze(1), torch.ones(rows, dtype=torch.long), 0, 1)
     sampler = Sampler(replace(SAMPLE, **settings), streams)
     log_probs = torch.tensor(PROBS).log().expand(rows, -1)
-    columns, chosen = sampler.pick(log_probs, torch.arange(rows), position=0)
+    columns, chosen = sampler.pick(log_probs, torch.arange(rows), torch.zeros(rows, dtype=torch.long))
     assert torch.equal(chosen, log_probs.gather(1, columns.unsqueeze(1)).squeeze(1))  # the model's own log-prob
     return np.bincount(columns.numpy(), minlength=len(PROBS)) / rows
 

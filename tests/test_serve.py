@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,49 @@ def test_settings_are_not_mixed_in_one_batch(run_dir):
     for i, result in results.items():
         assert result["beam_size"] == 1 + i % 2
         assert ("attention" in result["translations"][0]["hypotheses"][0]) == (i % 2 == 0)
+
+
+@pytest.mark.parametrize("batching", ["continuous", "dynamic"])
+def test_concurrent_greedy_and_beam_requests_get_what_translate_gives(run_dir, batching):
+    """Requests of two settings arrive together; each gets translate's output (continuous batching: they join
+    running batches between steps, one setting per batch)."""
+    model, tokenizer, config, *_ = load_for_decoding([run_dir], "cpu")
+    expected = {
+        beam: [
+            hyps[0].tokens
+            for hyps in translate_sentences(
+                model, tokenizer, LINES, replace(config.decode, beam_size=beam), torch.device("cpu")
+            )
+        ]
+        for beam in (1, 3)
+    }
+    with make_client(run_dir, max_batch_sentences=4, batching=batching) as batched:
+        start, results = threading.Barrier(len(LINES) * 2), {}
+
+        def post(i: int) -> None:
+            beam = 1 + 2 * (i % 2)
+            start.wait()
+            results[i] = (beam, texts(translate(batched, text=LINES[: 1 + i % len(LINES)], beam_size=beam)))
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(LINES) * 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        health, info = batched.get("/health").json(), batched.get("/info").json()
+    for beam, got in results.values():
+        assert got == tokenizer.decode_tgt(expected[beam][: len(got)])
+    assert len(results) == len(threads) and health["queued_sentences"] == 0
+    assert info["batching"]["kind"] == batching
+    if batching == "continuous":  # a request of 5 lines is split across steps; dynamic batching decodes it alone
+        assert health["largest_batch"] <= 4 and health["steps"] > 0
+    else:
+        assert health["largest_batch"] == 5 and health["steps"] == 0
+
+
+def test_an_unknown_batching_is_refused(run_dir):
+    with pytest.raises(ValueError, match="batching must be one of continuous, dynamic"):
+        make_client(run_dir, batching="static")
 
 
 # ------------------------------------------------------------------------------ info, health, page

@@ -40,6 +40,9 @@ class PerMember(Generic[T]):
     def index_select(self, rows: Tensor) -> PerMember[T]:
         return PerMember([value.index_select(rows) for value in self.values])
 
+    def cat(self, other: PerMember[T]) -> PerMember[T]:
+        return PerMember([mine.cat(theirs) for mine, theirs in zip(self.values, other.values)])  # type: ignore[arg-type]
+
 
 class Ensemble(nn.Module):
     """Models that share the source and target vocabularies, decoding as one."""

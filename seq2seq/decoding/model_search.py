@@ -73,6 +73,20 @@ class ModelState:
                 prefix = prefix.index_select(0, kept)
         return ModelState(decoder, memory, None, vocab, output, sentence, prefix, self.position)
 
+    def cat(self, other: ModelState) -> ModelState:
+        """This state's rows, then `other`'s, as one (a running batch that sentences join, `search.RunningGreedy`
+        and `search.RunningBeams`): `other`'s sentences are numbered after these. Sentences with a shortlist or
+        a forced prefix cannot join a running batch: their columns and step counts are the batch's."""
+        if any(s.vocab is not None or s.prefix is not None for s in (self, other)):
+            raise ValueError("a running batch takes sentences without a shortlist or a forced prefix")
+        mine, theirs = self.sentence, other.sentence
+        if (mine is None) != (theirs is None):
+            raise ValueError("both states number their rows' sentences, or neither does")
+        sentence = None
+        if mine is not None and theirs is not None:
+            sentence = torch.cat([mine, theirs + (int(mine[-1]) + 1 if mine.numel() else 0)])
+        return ModelState(self.decoder.cat(other.decoder), self.memory.cat(other.memory), sentence=sentence)
+
     def reorder(self, rows: Tensor) -> ModelState:
         """Rows within each sentence's beam: their sentences, memory and candidates stay."""
         return replace(self, decoder=self.decoder.index_select(rows), attention=None)

@@ -49,10 +49,12 @@ def sample_streams(src: Tensor, src_lengths: Tensor, seed: int, samples: int) ->
         return _mix(np.repeat(h, samples) ^ (k * _M2))
 
 
-def uniforms(streams: np.ndarray, position: int) -> np.ndarray:
-    """Each stream's number for output position `position`, uniform in [0, 1). (rows,) uint64 -> (rows,) float64."""
+def uniforms(streams: np.ndarray, position: int | np.ndarray) -> np.ndarray:
+    """Each stream's number for output position `position` (one for all, or (rows,): each row's), uniform in
+    [0, 1). (rows,) uint64 -> (rows,) float64."""
     with np.errstate(over="ignore"):
-        bits = _mix(streams + _GOLDEN * np.uint64(position + 1)) >> np.uint64(11)  # 53 random bits
+        step = np.asarray(position).astype(np.uint64) + np.uint64(1)
+        bits = _mix(streams + _GOLDEN * step) >> np.uint64(11)  # 53 random bits
     return bits.astype(np.float64) * 2.0**-53
 
 
@@ -81,12 +83,13 @@ class Sampler:
         keep[:, 0] = True
         return probs * keep, columns
 
-    def pick(self, log_probs: Tensor, live: Tensor, position: int) -> tuple[Tensor, Tensor]:
-        """log_probs (rows, vocab) of the live rows (`live`: their places among all rows) -> each row's drawn
-        column (rows,) and the model's log-probability of it (rows,) (before temperature: the model's own)."""
+    def pick(self, log_probs: Tensor, live: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """log_probs (rows, vocab) of the live rows (`live`: their places among all rows; `positions`: their
+        output positions, (rows,)) -> each row's drawn column (rows,) and the model's log-probability of it
+        (rows,) (before temperature: the model's own)."""
         probs, columns = self.kept(log_probs)
         cdf = probs.cumsum(dim=1)  # (rows, vocab): the kept ones form a prefix, so the rest adds nothing
-        u = torch.from_numpy(uniforms(self.streams[live.cpu().numpy()], position)).to(cdf.device)
+        u = torch.from_numpy(uniforms(self.streams[live.cpu().numpy()], positions.cpu().numpy())).to(cdf.device)
         drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)  # (rows, 1)
         drawn = torch.minimum(drawn, (probs > 0).sum(dim=1, keepdim=True) - 1)  # rounding at the end of the cdf
         column = columns.gather(1, drawn).squeeze(1)

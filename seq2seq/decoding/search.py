@@ -65,11 +65,12 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-# pick(log_probs (live, vocab), live (live,): their rows, output position) -> (column (live,), log-prob (live,))
-PickFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
+# pick(log_probs (live, vocab), live (live,): their rows, positions (live,): their output positions)
+#   -> (column (live,), log-prob (live,))
+PickFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-def most_probable(log_probs: Tensor, live: Tensor, position: int) -> tuple[Tensor, Tensor]:
+def most_probable(log_probs: Tensor, live: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
     """Greedy search's pick: the most probable column of each row, and its log-probability."""
     best, column = log_probs.max(dim=1)
     return column, best
@@ -103,30 +104,115 @@ def one_token_at_a_time(
 ) -> list[Hypothesis]:
     """One output per row, each step's token chosen by `pick` (greedy: `most_probable`; sampling: a draw).
     A row leaves the batch at its EOS or its max length. max_lengths: (rows,)."""
-    batch, steps, device = max_lengths.size(0), int(max_lengths.max()), max_lengths.device
-    tokens = torch.full((batch, steps), eos, dtype=torch.long, device=device)  # (batch, steps)
-    log_probs = torch.zeros(batch, steps, device=device)  # (batch, steps)
-    attention: Tensor | None = None  # (batch, steps, src_len) when kept
-    live = torch.arange(batch, device=device)  # the sentences still being decoded
-    limits = max_lengths
-    prev = torch.full((batch,), bos, dtype=torch.long, device=device)
-    for t in range(steps):
-        step_log_probs, state = step(prev, state)  # (live, vocab), or (live, C) with a shortlist
-        column, best = pick(step_log_probs, live, t)
-        prev = token_ids(state, column)
-        tokens[live, t], log_probs[live, t] = prev, best
-        if keep_attention:
-            attention = _keep_step_attention(attention, state, live, t, batch, steps)
-        finished = (prev == eos) | (t + 1 >= limits)
-        if bool(finished.any()):
-            if bool(finished.all()):
-                break
-            live, limits, prev, state = _drop_finished(finished, live, limits, prev, state)
-    rows, row_log_probs = tokens[:, : t + 1].tolist(), log_probs[:, : t + 1].tolist()
-    weights = attention.cpu() if attention is not None else [None] * batch
-    return [
-        _cut(row, lp, limit, eos, w) for row, lp, limit, w in zip(rows, row_log_probs, max_lengths.tolist(), weights)
-    ]
+    run = RunningGreedy(step, pick, bos, eos, keep_attention)
+    run.add(state, max_lengths)
+    hypotheses: list[Hypothesis] = [Hypothesis([], 0.0, 0.0)] * max_lengths.size(0)
+    while len(run):
+        for row, hyp in run.advance():
+            hypotheses[row] = hyp
+    return hypotheses
+
+
+class RunningGreedy:
+    """Greedy search (or sampling) over a running batch: rows join between steps (`add`) and leave as soon as
+    they end (`advance` hands them over), so a server can keep one batch going (continuous batching).
+
+    A row is numbered by the order it was added (0, 1, ...): `pick` sees these numbers and each row's output
+    position, so a row's output never depends on the rows beside it. Adding rows needs a state that can
+    `cat` another one behind its rows (`model_search.ModelState`).
+    """
+
+    def __init__(
+        self,
+        step: StepFn,
+        pick: PickFn = most_probable,
+        bos: int = BOS_ID,
+        eos: int = EOS_ID,
+        keep_attention: bool = False,
+    ) -> None:
+        self.step, self.pick, self.bos, self.eos, self.keep_attention = step, pick, bos, eos, keep_attention
+        self.state: Any = None
+        self.added = 0  # rows added so far: the next row's number
+
+    def __len__(self) -> int:
+        return 0 if self.state is None else int(self.rows.numel())
+
+    def add(self, state: Any, max_lengths: Tensor) -> range:
+        """Rows that join: their state and max output lengths (rows,). Returns their numbers."""
+        n, device = max_lengths.size(0), max_lengths.device
+        numbers = range(self.added, self.added + n)
+        self.added += n
+        rows = torch.arange(numbers.start, numbers.stop, device=device)
+        width = self.tokens.size(1) if self.state is not None else 0
+        tokens = torch.full((n, width), self.eos, dtype=torch.long, device=device)  # (n, width)
+        log_probs = torch.zeros(n, width, device=device)
+        prev = torch.full((n,), self.bos, dtype=torch.long, device=device)
+        if self.state is None:
+            self.state, self.rows, self.limits, self.positions = state, rows, max_lengths, torch.zeros_like(rows)
+            self.prev, self.tokens, self.log_probs, self.attention = prev, tokens, log_probs, None
+            return numbers
+        self.state = self.state.cat(state)
+        self.rows, self.limits = torch.cat([self.rows, rows]), torch.cat([self.limits, max_lengths])
+        self.positions = torch.cat([self.positions, torch.zeros_like(rows)])
+        self.prev = torch.cat([self.prev, prev])
+        self.tokens, self.log_probs = torch.cat([self.tokens, tokens]), torch.cat([self.log_probs, log_probs])
+        if self.attention is not None:  # (rows, width, src_len): the new rows attended to nothing yet
+            self.attention = torch.cat([self.attention, self.attention.new_zeros(n, *self.attention.shape[1:])])
+        return numbers
+
+    def advance(self) -> list[tuple[int, Hypothesis]]:
+        """One step for every row; the rows that ended (EOS or max length) leave: (number, hypothesis) each.
+
+        Each row's outputs are the last `positions` columns of `tokens` (rows, width), EOS before them."""
+        step_log_probs, self.state = self.step(self.prev, self.state)  # (rows, vocab), or (rows, C): a shortlist
+        column, best = self.pick(step_log_probs, self.rows, self.positions)
+        self.prev = token_ids(self.state, column)
+        self.tokens = torch.cat([self.tokens, self.prev.unsqueeze(1)], dim=1)
+        self.log_probs = torch.cat([self.log_probs, best.unsqueeze(1)], dim=1)
+        if self.keep_attention:
+            self.attention = _append_attention(self.attention, self.state, self.tokens.size(1))
+        self.positions = self.positions + 1
+        finished = (self.prev == self.eos) | (self.positions >= self.limits)
+        if not bool(finished.any()):
+            return []
+        done = finished.nonzero().squeeze(1)
+        ended = self._hypotheses(done)
+        if done.numel() == finished.numel():
+            self.state = None
+            return ended
+        keep = (~finished).nonzero().squeeze(1)
+        width = int(self.positions.index_select(0, keep).max())  # the columns the rows left still need
+        self.state = self.state.index_select(keep)
+        self.rows, self.limits, self.positions = self.rows[keep], self.limits[keep], self.positions[keep]
+        self.prev = self.prev[keep]
+        self.tokens, self.log_probs = self.tokens[keep, -width:], self.log_probs[keep, -width:]
+        if self.attention is not None:
+            self.attention = self.attention[keep, -width:]
+        return ended
+
+    def _hypotheses(self, done: Tensor) -> list[tuple[int, Hypothesis]]:
+        """The rows `done` as hypotheses: their outputs up to EOS (not kept) and the summed log-probabilities."""
+        ended = []
+        lengths = self.positions.index_select(0, done).tolist()
+        tokens, log_probs = self.tokens.index_select(0, done).tolist(), self.log_probs.index_select(0, done).tolist()
+        weights = self.attention.index_select(0, done).cpu() if self.attention is not None else [None] * len(lengths)
+        for number, length, row, row_log_probs, w in zip(self.rows[done].tolist(), lengths, tokens, log_probs, weights):
+            total = sum(row_log_probs[-length:])  # the row ends at EOS or at its max length: either way, here
+            outputs = [t for t in row[-length:] if t != self.eos]
+            ended.append((number, Hypothesis(outputs, total, total, None if w is None else w[-length:])))
+        return ended
+
+
+def _append_attention(kept: Tensor | None, state: Any, width: int) -> Tensor:
+    """`kept` (rows, width - 1, src_len) with this step's weights (`state.attention`, (rows, src_len)) behind."""
+    if state.attention is None:
+        raise ValueError("no attention weights to keep: the model has none (model.attention=none)")
+    weights = state.attention.float().unsqueeze(1)  # (rows, 1, src_len)
+    if kept is None:
+        return torch.cat([weights.new_zeros(weights.size(0), width - 1, weights.size(2)), weights], dim=1)
+    if kept.size(2) < weights.size(2):  # rows joined with longer sources: the memory was padded
+        kept = torch.nn.functional.pad(kept, (0, weights.size(2) - kept.size(2)))
+    return torch.cat([kept, weights], dim=1)
 
 
 def token_ids(state: Any, columns: Tensor) -> Tensor:
@@ -157,13 +243,6 @@ def _drop_finished(finished: Tensor, live: Tensor, limits: Tensor, prev: Tensor,
     return live[keep], limits[keep], prev[keep], state.index_select(keep)
 
 
-def _cut(row: list[int], log_probs: list[float], limit: int, eos: int, attention: Tensor | None) -> Hypothesis:
-    """A greedy row up to its EOS or its sentence's max length, whichever comes first."""
-    end = min(row.index(eos) + 1 if eos in row else len(row), limit)
-    total = sum(log_probs[:end])
-    return Hypothesis([t for t in row[:end] if t != eos], total, total, None if attention is None else attention[:end])
-
-
 @torch.no_grad()
 def beam_search(
     step: StepFn,
@@ -188,62 +267,137 @@ def beam_search(
     unattended ranks lower. It needs the step's attention (`state.attention`, (rows, src_len)) and the
     sentences' `src_lengths` (batch,) (EOS included).
     """
-    batch, k = max_lengths.size(0), beam_size
-    device = max_lengths.device
-    scores = torch.zeros(batch, k, device=device)  # (live, beam) summed log-probs of the live hypotheses
-    scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand
-    history = torch.full((batch * k, 1), bos, dtype=torch.long, device=device)  # (live*beam, t+1)
-    beam_rows = torch.arange(k, device=device)
-    live = list(range(batch))  # the sentences still being decoded, in row order
-    ended: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    limits = max_lengths.tolist()
-    coverage: Tensor | None = None  # (live*beam, src_len) attention received so far, with a coverage penalty
-    penalty = _CoveragePenalty(coverage_penalty, src_lengths, k) if coverage_penalty > 0 else None
-    for t in range(int(max_lengths.max())):
-        n = len(live)
-        log_probs, state = step(history[:, -1], state)  # (live*beam, vocab), or (live*beam, C) with a shortlist
+    run = RunningBeams(step, beam_size, alpha, nbest, bos, eos, coverage_penalty)
+    run.add(state, max_lengths, src_lengths)
+    hypotheses: list[list[Hypothesis]] = [[] for _ in range(max_lengths.size(0))]
+    while len(run):
+        for sentence, hyps in run.advance():
+            hypotheses[sentence] = hyps
+    return hypotheses
+
+
+class RunningBeams:
+    """Beam search over a running batch: sentences join between steps (`add`) and leave, with their `nbest`
+    hypotheses, as soon as they are done (`advance`), so a server can keep one batch going (continuous
+    batching). `beam_search` is one batch added once.
+
+    Sentences are numbered by the order they were added (0, 1, ...). Every sentence keeps its own step count,
+    so its hypotheses never depend on the sentences beside it. Adding sentences needs a state that can `cat`
+    another one behind its rows (`model_search.ModelState`).
+    """
+
+    def __init__(
+        self,
+        step: StepFn,
+        beam_size: int,
+        alpha: float = 0.0,
+        nbest: int = 1,
+        bos: int = BOS_ID,
+        eos: int = EOS_ID,
+        coverage_penalty: float = 0.0,
+    ) -> None:
+        self.step, self.k, self.alpha, self.nbest, self.bos, self.eos = step, beam_size, alpha, nbest, bos, eos
+        self.state: Any = None
+        self.live: list[int] = []  # the sentences being decoded, in row order (beam_size rows each)
+        self.limits: list[int] = []  # per live sentence: its max output length
+        self.ages: list[int] = []  # per live sentence: the tokens its hypotheses hold
+        self.ended: dict[int, list[Hypothesis]] = {}  # per live sentence: its ended hypotheses
+        self.coverage: Tensor | None = None  # (live*beam, src_len) attention received so far (coverage penalty)
+        self.penalty = _CoveragePenalty(coverage_penalty, beam_size) if coverage_penalty > 0 else None
+        self.added = 0
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def add(self, state: Any, max_lengths: Tensor, src_lengths: Tensor | None = None) -> range:
+        """Sentences that join: `state` holds `beam_size` rows per sentence (sentence-major: rows b*K .. b*K+K-1
+        belong to sentence b), max_lengths (sentences,) their max output lengths, src_lengths (sentences,) their
+        source lengths with EOS (for a coverage penalty). Returns their numbers."""
+        n, k, device = max_lengths.size(0), self.k, max_lengths.device
+        numbers = range(self.added, self.added + n)
+        self.added += n
+        scores = torch.zeros(n, k, device=device)  # (n, beam) summed log-probs of the live hypotheses
+        scores[:, 1:] = float("-inf")  # all beams start identical: let only the first one expand
+        width = self.history.size(1) if self.live else 1
+        history = torch.full((n * k, width), self.bos, dtype=torch.long, device=device)  # BOS before the outputs
+        if self.penalty is not None:
+            self.penalty.add_sentences(numbers, src_lengths)
+        if not self.live:
+            self.state, self.scores, self.history, self.coverage = state, scores, history, None
+        else:
+            self.state = self.state.cat(state)
+            self.scores, self.history = torch.cat([self.scores, scores]), torch.cat([self.history, history])
+            if self.coverage is not None:  # the new rows received nothing yet
+                self.coverage = self.penalty.extend(self.coverage, n * k)  # type: ignore[union-attr]
+        self.live += numbers
+        self.limits += max_lengths.tolist()
+        self.ages += [0] * n
+        self.ended.update((number, []) for number in numbers)
+        return numbers
+
+    def advance(self) -> list[tuple[int, list[Hypothesis]]]:
+        """One step for every sentence; those done leave with their `nbest` best hypotheses, best first.
+
+        A hypothesis ends when it emits EOS or reaches its sentence's max length; a sentence is done once
+        `beam_size` hypotheses have ended, and they are ranked by log-probability / length penalty (plus the
+        coverage penalty, if any). A row's outputs are the last `ages` columns of `history`, BOS before them.
+        """
+        n, k, penalty, width = len(self.live), self.k, self.penalty, self.history.size(1)
+        device = self.history.device
+        log_probs, state = self.step(self.history[:, -1], self.state)  # (live*beam, vocab), or (live*beam, C)
         if penalty is not None:
-            coverage = penalty.add(coverage, state)
+            self.coverage = penalty.add(self.coverage, state)
         vocab = log_probs.size(1)
-        candidates = scores.unsqueeze(2) + log_probs.view(n, k, vocab)  # (live, beam, vocab)
+        candidates = self.scores.unsqueeze(2) + log_probs.view(n, k, vocab)  # (live, beam, vocab)
         top_scores, top_index = candidates.view(n, -1).topk(2 * k, dim=1)  # (live, 2*beam)
         top_beam, top_token = top_index // vocab, token_ids(state, top_index % vocab)
         # Candidates ending in EOS among the best k end their hypothesis.
-        is_eos = top_token == eos
+        is_eos = top_token == self.eos
         for i, j in is_eos[:, :k].nonzero().tolist():
-            row = i * k + int(top_beam[i, j])
-            bonus = penalty.score(coverage, row, live[i]) if penalty is not None else 0.0
-            _finish(ended[live[i]], history[row, 1:].tolist(), float(top_scores[i, j]), alpha, True, bonus)
+            row, sentence = i * k + int(top_beam[i, j]), self.live[i]
+            bonus = penalty.score(self.coverage, row, sentence) if penalty is not None else 0.0
+            tokens = self.history[row, width - self.ages[i] :].tolist()
+            _finish(self.ended[sentence], tokens, float(top_scores[i, j]), self.alpha, True, bonus)
         # The best k candidates that do not end in EOS live on (there are always k: at most one EOS per beam).
         alive = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :k]  # (live, beam) positions
         scores = top_scores.gather(1, alive)
         offsets = torch.arange(n, device=device).unsqueeze(1) * k  # (live, 1) each sentence's first row
         beams = (offsets + top_beam.gather(1, alive)).view(-1)  # rows to continue from
-        history = torch.cat([history.index_select(0, beams), top_token.gather(1, alive).view(-1, 1)], dim=1)
-        if coverage is not None:
-            coverage = coverage.index_select(0, beams)
-        going_on = []
-        for i, b in enumerate(live):
-            if t + 1 >= limits[b]:  # out of length: the live hypotheses end here, unfinished
+        history = torch.cat([self.history.index_select(0, beams), top_token.gather(1, alive).view(-1, 1)], dim=1)
+        coverage = self.coverage.index_select(0, beams) if self.coverage is not None else None
+        going_on, done = [], []
+        for i, sentence in enumerate(self.live):
+            self.ages[i] += 1
+            if self.ages[i] >= self.limits[i]:  # out of length: the live hypotheses end here, unfinished
                 for j in range(k):
-                    bonus = penalty.score(coverage, i * k + j, b) if penalty is not None else 0.0
-                    row = history[i * k + j, 1:].tolist()
-                    _finish(ended[b], row, float(scores[i, j]), alpha, False, bonus)
-            elif len(ended[b]) < k:
+                    bonus = penalty.score(coverage, i * k + j, sentence) if penalty is not None else 0.0
+                    tokens = history[i * k + j, width - self.ages[i] + 1 :].tolist()
+                    _finish(self.ended[sentence], tokens, float(scores[i, j]), self.alpha, False, bonus)
+            if self.ages[i] < self.limits[i] and len(self.ended[sentence]) < k:
                 going_on.append(i)
+            else:
+                hyps = self.ended.pop(sentence)
+                done.append((sentence, sorted(hyps, key=lambda h: h.score, reverse=True)[: self.nbest]))
+                if penalty is not None:
+                    penalty.forget(sentence)
         if not going_on:
-            break
+            self.live, self.limits, self.ages, self.state = [], [], [], None
+            return done
         if len(going_on) == n:
-            state = state.reorder(beams)
+            self.state = state.reorder(beams)
         else:  # done sentences leave the batch: one selection both reorders and drops rows
             keep = torch.tensor(going_on, device=device)
-            rows = (keep.unsqueeze(1) * k + beam_rows).view(-1)
-            state = state.index_select(beams.index_select(0, rows))
+            rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            self.state = state.index_select(beams.index_select(0, rows))
             history, scores = history.index_select(0, rows), scores.index_select(0, keep)
             if coverage is not None:
                 coverage = coverage.index_select(0, rows)
-            live = [live[i] for i in going_on]
-    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:nbest] for hyps in ended]
+            self.live = [self.live[i] for i in going_on]
+            self.limits = [self.limits[i] for i in going_on]
+            self.ages = [self.ages[i] for i in going_on]
+        self.history = history[:, -(max(self.ages) + 1) :]  # the oldest sentence's outputs and one BOS
+        self.scores, self.coverage = scores, coverage
+        return done
 
 
 class _CoveragePenalty:
@@ -251,17 +405,33 @@ class _CoveragePenalty:
 
     FLOOR = 1e-6  # a source word never attended to counts as log(1e-6), not minus infinity
 
-    def __init__(self, beta: float, src_lengths: Tensor | None, beam_size: int) -> None:
+    def __init__(self, beta: float, beam_size: int) -> None:
+        self.beta, self.k = beta, beam_size
+        self.src_lengths: dict[int, int] = {}  # per live sentence: its source length, EOS included
+
+    def add_sentences(self, numbers: range, src_lengths: Tensor | None) -> None:
         if src_lengths is None:
             raise ValueError("a coverage penalty needs the source lengths")
-        self.beta, self.src_lengths, self.k = beta, src_lengths.tolist(), beam_size
+        self.src_lengths.update(zip(numbers, src_lengths.tolist()))
+
+    def forget(self, sentence: int) -> None:
+        del self.src_lengths[sentence]
+
+    @staticmethod
+    def extend(coverage: Tensor, rows: int) -> Tensor:
+        """`coverage` with `rows` more rows that received nothing yet."""
+        return torch.cat([coverage, coverage.new_zeros(rows, coverage.size(1))])
 
     def add(self, coverage: Tensor | None, state: Any) -> Tensor:
         """The coverage of every row after this step: (rows, src_len)."""
         if getattr(state, "attention", None) is None:
             raise ValueError("decode.coverage_penalty needs a model with attention (model.attention is none)")
         attention = state.attention.float()
-        return attention if coverage is None else coverage + attention
+        if coverage is None:
+            return attention
+        if coverage.size(1) < attention.size(1):  # sentences with longer sources joined: the memory was padded
+            coverage = torch.nn.functional.pad(coverage, (0, attention.size(1) - coverage.size(1)))
+        return coverage + attention
 
     def score(self, coverage: Tensor | None, row: int, sentence: int) -> float:
         assert coverage is not None

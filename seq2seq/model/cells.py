@@ -108,6 +108,12 @@ class CellState:
         pick = lambda ts: tuple(t.index_select(0, index) for t in ts)  # noqa: E731
         return CellState(pick(self.hidden), None if self.cell is None else pick(self.cell))
 
+    def cat(self, other: CellState) -> CellState:
+        """This state's rows, then `other`'s (a running batch that sentences join)."""
+        join = lambda a, b: tuple(torch.cat([x, y]) for x, y in zip(a, b))  # noqa: E731
+        cell = None if self.cell is None or other.cell is None else join(self.cell, other.cell)
+        return CellState(join(self.hidden, other.hidden), cell)
+
 
 class StackedCell(nn.Module):
     """`num_layers` cells of one kind, one time step at a time, with dropout between layers."""

@@ -54,6 +54,26 @@ class Memory:
             self.context.index_select(0, index),
         )
 
+    def cat(self, other: Memory) -> Memory:
+        """This memory's sentences, then `other`'s, padded to the longer source (the padding is masked)."""
+        src_len = max(self.mask.size(1), other.mask.size(1))
+
+        def join(a: Tensor, b: Tensor) -> Tensor:  # (batch, src_len, ...) tensors, padded with zeros
+            return torch.cat([_pad_source(a, src_len), _pad_source(b, src_len)])
+
+        keys = None if self.keys is None or other.keys is None else join(self.keys, other.keys)
+        return Memory(
+            join(self.values, other.values), keys, join(self.mask, other.mask), torch.cat([self.context, other.context])
+        )
+
+
+def _pad_source(x: Tensor, src_len: int) -> Tensor:
+    """x (batch, len, ...) padded with zeros (False) to (batch, src_len, ...)."""
+    if x.size(1) == src_len:
+        return x
+    padding = x.new_zeros(x.size(0), src_len - x.size(1), *x.shape[2:])
+    return torch.cat([x, padding], dim=1)
+
 
 @dataclass
 class DecoderState:
@@ -64,6 +84,11 @@ class DecoderState:
         return DecoderState(
             self.rnn.index_select(index), None if self.feed is None else self.feed.index_select(0, index)
         )
+
+    def cat(self, other: DecoderState) -> DecoderState:
+        """This state's rows, then `other`'s."""
+        feed = None if self.feed is None or other.feed is None else torch.cat([self.feed, other.feed])
+        return DecoderState(self.rnn.cat(other.rnn), feed)
 
 
 class OutputRows(nn.Module):

@@ -9,9 +9,11 @@
 - `GET /health` (status and the batching counters), `GET /info` (the model), `GET /` (the page),
   `GET /docs` (OpenAPI, from FastAPI).
 
-Requests are read and checked here, on the event loop; decoding happens in `batcher.DynamicBatcher`'s one
-worker thread, where requests with the same settings share a batch. Every refusal is a 4xx JSON body
-{"error": message, "field": name} whose message names the field and the limit.
+Requests are read and checked here, on the event loop; decoding happens in the decoder threads of the
+batcher: by default `continuous.ContinuousBatcher`, where a request's sentences join the running batch
+between decoder steps and leave it the step they end (continuous batching), or with `--batching dynamic`
+`batcher.DynamicBatcher`, where requests with the same settings that arrive together share a decode. Every
+refusal is a 4xx JSON body {"error": message, "field": name} whose message names the field and the limit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,14 +46,17 @@ from seq2seq.decoding.inference import (
 )
 from seq2seq.decoding.lexicon import LexicalShortlist
 from seq2seq.decoding.loading import MAX_SOURCE_TOKENS
+from seq2seq.decoding.running import RunningTranslation, runs
 from seq2seq.decoding.search import Hypothesis
 from seq2seq.decoding.steering import SteeringError
 from seq2seq.serving.batcher import DynamicBatcher, QueueFull
+from seq2seq.serving.continuous import ContinuousBatcher
 from seq2seq.serving.errors import RequestError
 
 log = logging.getLogger("seq2seq.serve")
 
 STATIC = Path(__file__).parent / "static"
+BATCHINGS = ("continuous", "dynamic")  # --batching
 
 
 # ----------------------------------------------------------------------------- limits and settings
@@ -422,6 +427,19 @@ class Translator:
         constraints = [list(line.phrases) for line in steered] if any(line.phrases for line in steered) else None
         return [line.text for line in steered], prefixes, constraints
 
+    def runs(self, settings: DecodeSettings, lines: list[Line] | list[str]) -> bool:
+        """Whether the lines can join a running batch (continuous batching): greedy or beam search without a
+        shortlist, prefixes or required phrases, and without attention weights (those need forced decoding)."""
+        _, prefixes, constraints = self.steering(lines)
+        steered = prefixes is not None or constraints is not None
+        cfg = replace(self.decode, **settings.decode_fields())
+        return not settings.attention and runs(cfg, self.shortlist is not None, steered)
+
+    def running(self, settings: DecodeSettings) -> RunningEntries:
+        """A running batch decoding with `settings` (`seq2seq.decoding.running`), giving the API's entries."""
+        cfg = replace(self.decode, **settings.decode_fields())
+        return RunningEntries(RunningTranslation(self.model, self.tokenizer, cfg, self.device, MAX_SOURCE_TOKENS), self)
+
     def __call__(self, settings: DecodeSettings, lines: list[Line] | list[str]) -> list[dict[str, Any]]:
         cfg = replace(self.decode, **settings.decode_fields())
         sentences, prefixes, constraints = self.steering(lines)
@@ -474,6 +492,25 @@ class Translator:
         return out
 
 
+class RunningEntries:
+    """A `RunningTranslation` that takes request lines and hands back the API's entries (`Translator.running`)."""
+
+    def __init__(self, translation: RunningTranslation, translator: Translator) -> None:
+        self.translation, self.translator = translation, translator
+
+    def __len__(self) -> int:
+        return len(self.translation)
+
+    def add(self, lines: list[Line] | list[str], tags: list[Hashable]) -> None:
+        self.translation.add(self.translator.steering(lines)[0], tags)
+
+    def advance(self) -> list[tuple[Hashable, dict[str, Any]]]:
+        return [
+            (tag, {"hypotheses": [self.translator.hypothesis(h) for h in hyps]})
+            for tag, hyps in self.translation.advance()
+        ]
+
+
 # ------------------------------------------------------------------------------------------ the app
 def create_app(
     translator: Translator,
@@ -483,13 +520,27 @@ def create_app(
     max_batch_sentences: int = 32,
     max_wait_ms: float = 5.0,
     decoders: int = 1,
+    batching: str = "continuous",
 ) -> FastAPI:
-    """The FastAPI app; its batcher starts and stops with the app's lifespan (uvicorn, or `with TestClient(app)`)."""
+    """The FastAPI app; its batcher starts and stops with the app's lifespan (uvicorn, or `with TestClient(app)`).
+
+    `batching`: "continuous" (requests join the running batch between decoder steps, `serving.continuous`;
+    a translator without running batches, such as the ONNX backend's, batches whole requests) or "dynamic"
+    (requests that arrive within `max_wait_ms` share one decode, `serving.batcher`)."""
     defaults = defaults or DecodeSettings(1, 1, translator.decode.alpha, False)
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, not {batching!r}")
+    continuous = batching == "continuous" and hasattr(translator, "running")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher = DynamicBatcher(translator, max_batch_sentences, max_wait_ms, limits.max_queued_sentences, decoders)
+        queued = limits.max_queued_sentences
+        if continuous:
+            batcher: ContinuousBatcher | DynamicBatcher = ContinuousBatcher(
+                translator.runs, translator.running, translator, max_batch_sentences, max_wait_ms, queued, decoders
+            )
+        else:
+            batcher = DynamicBatcher(translator, max_batch_sentences, max_wait_ms, queued, decoders)
         batcher.start()
         app.state.batcher = batcher
         try:
@@ -503,7 +554,12 @@ def create_app(
         lifespan=lifespan,
     )
     info = {**info, "limits": asdict(limits), "defaults": asdict(defaults)}
-    info["batching"] = {"max_batch_sentences": max_batch_sentences, "max_wait_ms": max_wait_ms, "decoders": decoders}
+    info["batching"] = {
+        "kind": "continuous" if continuous else "dynamic",
+        "max_batch_sentences": max_batch_sentences,
+        "max_wait_ms": max_wait_ms,
+        "decoders": decoders,
+    }
     info["features"] = {  # what the page offers
         "attention": translator.attention_problem(1) is None,
         "attention_with_beam": translator.attention_problem(2) is None,

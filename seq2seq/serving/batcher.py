@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,36 @@ class BatchStats:
 
     requests: int = 0  # jobs decoded (cancelled ones are not counted)
     sentences: int = 0
-    batches: int = 0  # calls of `decode`
-    largest_batch: int = 0  # sentences in the largest decode
+    batches: int = 0  # calls of `decode` (continuous batching: also the groups of sentences that joined a batch)
+    steps: int = 0  # continuous batching: decoder steps of the running batches
+    largest_batch: int = 0  # sentences in the largest decode (continuous batching: in a running batch at once)
     queued_sentences: int = 0  # waiting now
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+class Queued(Protocol):
+    key: Hashable
+    sentences: list[Any]
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+def select_jobs(jobs: Sequence[Q], max_batch_sentences: int) -> tuple[list[Q], bool]:
+    """The first job and the later ones of its key, in order, until the next would not fit one batch of
+    `max_batch_sentences` (a first job larger than that goes alone); and whether the batch is full."""
+    first = jobs[0]
+    group, size = [first], len(first.sentences)
+    for job in jobs[1:]:
+        if job.key != first.key:
+            continue
+        if size + len(job.sentences) > max_batch_sentences:
+            return group, True
+        group.append(job)
+        size += len(job.sentences)
+    return group, size >= max_batch_sentences
 
 
 class DynamicBatcher:
@@ -126,7 +150,7 @@ class DynamicBatcher:
                         return None
                     self._cond.wait()
                     continue
-                group, full = self._select()
+                group, full = select_jobs(self._pending, self.max_batch_sentences)
                 remaining = self._pending[0].arrived + self.max_wait - time.monotonic()
                 if full or remaining <= 0 or self._closed:
                     break
@@ -135,20 +159,6 @@ class DynamicBatcher:
                 self._pending.remove(job)
             self._stats.queued_sentences -= sum(len(job.sentences) for job in group)
         return [job for job in group if job.future.set_running_or_notify_cancel()]  # skip cancelled jobs
-
-    def _select(self) -> tuple[list[Job], bool]:
-        """The oldest job and the later ones of its key, in order, until the next would not fit; and whether
-        the batch is full."""
-        first = self._pending[0]
-        group, size = [first], len(first.sentences)
-        for job in self._pending[1:]:
-            if job.key != first.key:
-                continue
-            if size + len(job.sentences) > self.max_batch_sentences:
-                return group, True
-            group.append(job)
-            size += len(job.sentences)
-        return group, size >= self.max_batch_sentences
 
     def _decode_group(self, jobs: list[Job]) -> None:
         if not jobs:
