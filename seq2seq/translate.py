@@ -26,7 +26,6 @@ import shlex
 import sys
 from collections.abc import Iterator
 from itertools import islice
-from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from seq2seq.checkpoint import CheckpointError, is_text_file
@@ -36,7 +35,7 @@ from seq2seq.decoding.alignment import format_alignment, hard_alignment, word_al
 from seq2seq.decoding.ensemble import DecodingModel
 from seq2seq.decoding.inference import hypothesis_attention, translate_sentences
 from seq2seq.decoding.lexicon import LexicalShortlist
-from seq2seq.decoding.loading import MAX_SOURCE_TOKENS, load_for_decoding
+from seq2seq.decoding.loading import MAX_SOURCE_TOKENS, is_export, load_export, load_for_decoding
 from seq2seq.decoding.search import Hypothesis
 from seq2seq.decoding.steering import SteeringError, parse_constraints_line, parse_request_line
 from seq2seq.files import stdout_may_close, strip_line_end
@@ -217,40 +216,25 @@ def input_given_as_checkpoint(checkpoints: list[str], argv: list[str]) -> str | 
 
 def translate_with_export(args: argparse.Namespace) -> int:
     """An export folder (`python -m seq2seq.export`) instead of a checkpoint: `seq2seq.portable` translates,
-    with the options it has (beam size, n-best, length penalty, batch size); the others are refused."""
-    from seq2seq.portable.translator import ExportedTranslator, ExportError, translate_file
+    with the options that apply (`loading.load_export`); the others are refused."""
+    from seq2seq.portable.translator import ExportError, translate_file
 
-    unsupported = [
-        option
-        for option, value in (
-            ("--sampling", args.sampling),
-            ("--constraints", args.constraints),
-            ("--prefixes", args.prefixes),
-            ("--jsonl", args.jsonl),
-            ("--alignment", args.alignment),
-            ("--shortlist", args.shortlist),
-            ("--target-lang", args.target_lang),
-            ("--coverage-penalty", args.coverage_penalty),
-        )
-        if value
-    ]
-    if args.quantize != "none":
-        unsupported.append("--quantize")
-    if unsupported:
-        print(
-            f"seq2seq.translate: {', '.join(unsupported)} not available with an export folder "
-            f"({args.checkpoint[0]}); translate with the checkpoint instead",
-            file=sys.stderr,
-        )
-        return 2
+    chunk_size = args.chunk_size or (1 if stdin_is_terminal() else CHUNK_SIZE)
     try:
-        translator = ExportedTranslator(args.checkpoint[0])
+        translator, decode = load_export(args)
         sys.stdout.reconfigure(encoding="utf-8", errors="replace", newline="\n")  # type: ignore[union-attr]
         with stdout_may_close():
             count = translate_file(
-                translator, sys.stdin.buffer, sys.stdout, args.beam_size, args.nbest, args.alpha, args.batch_size
+                translator,
+                sys.stdin.buffer,
+                sys.stdout,
+                decode.beam_size,
+                decode.nbest,
+                decode.alpha,
+                decode.batch_size,
+                chunk_size,
             )
-    except (ExportError, OSError, ValueError) as exc:
+    except (ExportError, ConfigError, OSError, ValueError) as exc:
         print(f"seq2seq.translate: {exc}", file=sys.stderr)
         return 2
     log.info("translated %d lines with the export %s (onnxruntime)", count, args.checkpoint[0])
@@ -298,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         print(f"seq2seq.translate: --chunk-size must be at least 1, got {args.chunk_size}", file=sys.stderr)
         return 2
-    if len(args.checkpoint) == 1 and (Path(args.checkpoint[0]) / "settings.json").is_file():
+    if is_export(args.checkpoint):
         return translate_with_export(args)
     mistake = input_given_as_checkpoint(args.checkpoint, argv)
     if mistake is not None:

@@ -3,6 +3,7 @@ PyTorch for every cell and attention, ensembles member by member, a translator t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,26 @@ def test_translate_takes_an_export_folder(tok, tmp_path, monkeypatch, capsys):
     assert status == 0 and from_export == from_checkpoint and len(from_export.splitlines()) == 4
     status, _, err, _ = run_translate([folder, "--sampling"], text, monkeypatch, capsys)
     assert status == 2 and "--sampling not available with an export folder" in err
+    # the max length, chunk size and device reach the export too, checked as with a checkpoint
+    short = ["--max-len-a", "0", "--max-len-b", "2", "--chunk-size", "1"]
+    status, from_export, err, _ = run_translate([folder, *options, *short], text, monkeypatch, capsys)
+    status_c, from_checkpoint, _, _ = run_translate([checkpoint, *options, *short], text, monkeypatch, capsys)
+    assert status == status_c == 0 and from_export == from_checkpoint
+    assert all(len(h.split()) <= 2 for line in from_export.splitlines() for h in line.split(" ||| "))
+    # evaluate scores an export as it scores the checkpoint
+    src, ref = tmp_path / "src.de", tmp_path / "ref.en"
+    src.write_text(text, encoding="utf-8")
+    ref.write_text("".join(line + "\n" for line in corpus_lines("test", 4)[1]), encoding="utf-8")
+    evaluated = {}
+    for name, path in (("export", folder), ("checkpoint", checkpoint)):
+        command = [sys.executable, "-m", "seq2seq.evaluate", str(path), "--src", str(src), "--ref", str(ref)]
+        done = subprocess.run([*command, "--json", "--beam-size", "3"], capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0, done.stderr[-2000:]
+        evaluated[name] = json.loads(done.stdout.splitlines()[-1])
+    assert evaluated["export"]["bleu"] == evaluated["checkpoint"]["bleu"] and evaluated["export"]["sentences"] == 4
+    for bad, words in ((["--device", "mps"], "--device mps not available"), (["--max-len-b", "-1"], "--max-len-b")):
+        status, out, err, _ = run_translate([folder, *bad], text, monkeypatch, capsys)
+        assert status == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""One loader for decoding: what translate, evaluate, score and serve decode with, from checkpoints.
+"""One loader for decoding: what translate, evaluate, score and serve decode with, from checkpoints (and,
+for translate and evaluate, from an export folder: `load_export`).
 
 `load_for_decoding` resolves the device, reads one checkpoint (a `Seq2Seq`) or several (an `Ensemble`, whose
 members must share the vocabularies), applies int8 quantization and reads the first checkpoint's lexical
@@ -7,22 +8,28 @@ shortlist when asked. A checkpoint may be named by its run folder (`seq2seq.run_
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from seq2seq.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from seq2seq.config import Config
+from seq2seq.config import Config, ConfigError, DecodeConfig
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.ensemble import DecodingModel, Ensemble, check_same_vocabularies
 from seq2seq.decoding.lexicon import LexicalShortlist
 from seq2seq.device import resolve_device
 from seq2seq.model.quantize import quantize_int8
 from seq2seq.model.seq2seq import count_parameters
+from seq2seq.options import decode_config
 from seq2seq.run_folders import checkpoint_path
+
+if TYPE_CHECKING:  # for annotations only: onnxruntime is imported when an export is loaded
+    from seq2seq.portable.translator import ExportedTranslator
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +110,47 @@ def shortlist_from_checkpoint(path: str | Path) -> LexicalShortlist:
             "--src TRAIN_SOURCE --tgt TRAIN_TARGET"
         )
     return LexicalShortlist.from_dict(payload["shortlist"])
+
+
+def is_export(checkpoints: Sequence[str | Path]) -> bool:
+    """Whether the command line names one export folder (`python -m seq2seq.export`) instead of checkpoints."""
+    return len(checkpoints) == 1 and (Path(checkpoints[0]) / "settings.json").is_file()
+
+
+def load_export(args: argparse.Namespace) -> tuple[ExportedTranslator, DecodeConfig]:
+    """The export folder `args.checkpoint[0]` as a PyTorch-free translator (`seq2seq.portable`), and its decode
+    settings overridden by the command line as for a checkpoint (`options.decode_config`).
+
+    Raises `ConfigError` naming the options an export cannot honour (sampling, steering, alignments, a
+    shortlist, int8, coverage penalty, target language, a device other than cpu, or cuda where onnxruntime
+    has its CUDA provider) and `ExportError` for a folder that is not a readable export."""
+    import onnxruntime
+
+    from seq2seq.portable.translator import ExportedTranslator
+
+    unsupported = [
+        "--" + name.replace("_", "-")
+        for name in ("sampling", "constraints", "prefixes", "jsonl", "alignment", "shortlist", "target_lang")
+        + ("coverage_penalty",)
+        if getattr(args, name, None)
+    ]
+    if getattr(args, "quantize", "none") != "none":
+        unsupported.append("--quantize")
+    folder = args.checkpoint[0]
+    if unsupported:
+        raise ConfigError(
+            f"{', '.join(unsupported)} not available with an export folder ({folder}); use the checkpoint instead"
+        )
+    available = onnxruntime.get_available_providers()
+    cuda = "CUDAExecutionProvider" in available
+    if args.device not in ("auto", "cpu", "cuda") or (args.device == "cuda" and not cuda):
+        raise ConfigError(
+            f"--device {args.device} not available with an export folder: onnxruntime here offers "
+            f"{', '.join(available)} (cpu, and cuda with onnxruntime-gpu)"
+        )
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda and args.device != "cpu" else None
+    translator = ExportedTranslator(folder, providers=providers)
+    given = {f.name: translator.decode[f.name] for f in fields(DecodeConfig) if f.name in translator.decode}
+    decode = decode_config(args, DecodeConfig(**given), nbest=getattr(args, "nbest", None))
+    translator.decode.update(max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
+    return translator, decode
