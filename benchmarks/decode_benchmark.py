@@ -2,12 +2,14 @@
 
     python benchmarks/decode_benchmark.py PATH/TO/averaged.pt --src PATH/TO/test_2016_flickr.de.gz \
         --ref PATH/TO/test_2016_flickr.en.gz [--baseline PATH/TO/other/checkout [--baseline-checkpoint CKPT]] \
-        [--repeats 3] [--variant NAME=OPTIONS ...] [--batch-size 64] [--out decode.json]
+        [--export PATH/TO/export] [--repeats 3] [--variant NAME=OPTIONS ...] [--batch-size 64] [--out decode.json]
 
 Every variant is one `python -m seq2seq.evaluate CHECKPOINT --src --ref --json OPTIONS` run (a fresh process
 each time: what a user's command measures, tokenizing, searching and detokenizing, without model loading).
 The default variants are greedy and beam 5, each in fp32, with `--quantize int8`, with `--shortlist`, and with
-both. With --baseline (a checkout of this project, e.g. a git worktree of the commit to compare with), the
+both. With --export (an export folder of the checkpoint), the PyTorch-free translator decodes greedy and beam 5
+too (`evaluate EXPORT`). Every variant's translations are compared line by line with those of its search's
+fp32 variant. With --baseline (a checkout of this project, e.g. a git worktree of the commit to compare with), the
 baseline's own `evaluate` decodes greedy and beam 5 as well. Each repeat runs every variant once, in an order
 rotated from repeat to repeat, so that a machine that speeds up or slows down hits all variants alike. The
 report: per variant the median sentences/s over the repeats, BLEU and chrF (equal in every repeat, as
@@ -24,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from common import CHECKOUT, markdown_table
@@ -45,33 +48,51 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, options.split()
 
 
-def evaluate_once(checkout: Path, args: argparse.Namespace, options: list[str]) -> dict:
-    """One `seq2seq.evaluate --json` run of the package in `checkout`: its JSON line."""
-    checkpoint = args.baseline_checkpoint if checkout != CHECKOUT and args.baseline_checkpoint else args.checkpoint
-    command = [sys.executable, "-m", "seq2seq.evaluate", checkpoint, "--src", args.src, "--ref", args.ref]
-    command += ["--json", "--device", "cpu", "--batch-size", str(args.batch_size), *options]
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run(command, env=env, cwd=checkout, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"decode_benchmark: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def evaluate_once(
+    checkout: Path, args: argparse.Namespace, options: list[str], checkpoint: str | None = None
+) -> tuple[dict, list[str]]:
+    """One `seq2seq.evaluate --json` run of the package in `checkout` (of `checkpoint`, default: the one
+    benchmarked): its JSON line and its translations."""
+    if checkpoint is None:
+        baseline = checkout != CHECKOUT and args.baseline_checkpoint
+        checkpoint = args.baseline_checkpoint if baseline else args.checkpoint
+    with tempfile.TemporaryDirectory(prefix="decode_benchmark_") as tmp:
+        output = Path(tmp) / "out.txt"
+        command = [sys.executable, "-m", "seq2seq.evaluate", checkpoint, "--src", args.src, "--ref", args.ref]
+        command += ["--json", "--device", "cpu", "--batch-size", str(args.batch_size), "--output", str(output)]
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+        done = subprocess.run([*command, *options], env=env, cwd=checkout, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"decode_benchmark: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1]), output.read_text(encoding="utf-8").splitlines()
 
 
 def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
-    """name -> one result per repeat; every repeat runs each variant once, in a rotated order."""
-    variants = [(name, CHECKOUT, options) for name, options in (args.variant or map(parse_variant, DEFAULT_VARIANTS))]
+    """name -> one result per repeat; every repeat runs each variant once, in a rotated order. Each result
+    also says how many of its translations equal those of its search's fp32 variant (`identical`)."""
+    variants = [
+        (name, CHECKOUT, options, None) for name, options in (args.variant or map(parse_variant, DEFAULT_VARIANTS))
+    ]
     if args.baseline:
-        variants += [(f"{search}-baseline", Path(args.baseline), options) for search, options in SEARCHES.items()]
-    results: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
+        variants += [(f"{search}-baseline", Path(args.baseline), options, None) for search, options in SEARCHES.items()]
+    if args.export:
+        variants += [(f"{search}-onnx", CHECKOUT, options, args.export) for search, options in SEARCHES.items()]
+    results: dict[str, list[dict]] = {name: [] for name, *_ in variants}
+    outputs: dict[str, list[str]] = {}
     for repeat in range(args.repeats):
         shift = repeat % len(variants)
-        for name, checkout, options in variants[shift:] + variants[:shift]:
-            result = evaluate_once(checkout, args, options)
+        for name, checkout, options, checkpoint in variants[shift:] + variants[:shift]:
+            result, outputs[name] = evaluate_once(checkout, args, options, checkpoint)
             results[name].append(result)
             print(
                 f"repeat {repeat + 1}: {name}: {result['sentences_per_sec']} sent/s, BLEU {result['bleu']:.2f}",
                 file=sys.stderr,
             )
+    for name, runs in results.items():
+        reference = outputs.get(f"{name.split('-')[0]}-fp32")
+        if reference is not None:
+            for run in runs:
+                run["identical"] = sum(a == b for a, b in zip(outputs[name], reference))
     return results
 
 
@@ -85,7 +106,10 @@ def summarize(results: dict[str, list[dict]]) -> dict[str, dict]:
             "runs": speeds,
             "bleu": runs[0]["bleu"],
             "chrf": runs[0]["chrf"],
+            "sentences": runs[0].get("sentences"),
         }
+        if "identical" in runs[0]:
+            summary[name]["identical"] = runs[0]["identical"]  # of the last repeat: decoding is deterministic
     for name, entry in summary.items():
         search = name.split("-")[0]
         reference = summary.get(f"{search}-baseline") or summary.get(f"{search}-fp32")
@@ -110,10 +134,11 @@ def markdown(summary: dict[str, dict]) -> str:
             e.get("speedup", ""),
             e.get("paired_speedup", ""),
             e.get("bleu_change", ""),
+            f"{e['identical']}/{e['sentences']}" if "identical" in e else "",
         ]
         for name, e in summary.items()
     ]
-    return markdown_table([*header, "BLEU change"], rows)
+    return markdown_table([*header, "BLEU change", "lines equal to fp32's"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline-checkpoint",
         help="the same model as the baseline's version reads it (an older version may not read newer config keys)",
     )
+    parser.add_argument(
+        "--export", help="an export folder of the checkpoint (python -m seq2seq.export): adds greedy-onnx, beam5-onnx"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of every variant")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch (all variants)")
     parser.add_argument("--variant", action="append", type=parse_variant, help="NAME=OPTIONS, repeatable")
@@ -137,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline_checkpoint:
         args.baseline_checkpoint = str(Path(args.baseline_checkpoint).resolve())
     args.src, args.ref = str(Path(args.src).resolve()), str(Path(args.ref).resolve())
+    if args.export:
+        args.export = str(Path(args.export).resolve())
     summary = summarize(run_all(args))
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(markdown(summary))

@@ -2,8 +2,8 @@
 
     python benchmarks/serve_benchmark.py --checkpoint PATH/TO/best.pt --src PATH/TO/test_2016_flickr.de[.gz]
         [--sentences 1000] [--clients 1 8 32] [--beam-size 1] [--device cpu]
-        [--max-batch-sentences 32] [--max-wait-ms 5] [--quantize int8] [--serve-args "--threads 1"]
-        [--out serve_benchmark.json]
+        [--batching continuous] [--max-batch-sentences 32] [--max-wait-ms 5] [--quantize int8]
+        [--serve-args "--threads 1"] [--repeats 1] [--out serve_benchmark.json]
 
 1. `python -m seq2seq.translate` translates the first --sentences non-empty lines of --src (same
    checkpoint, same beam size) in one process; its wall time, less that of the same command on empty
@@ -13,9 +13,10 @@
 2. `python -m seq2seq.serve` starts on a free loopback port; for each --clients N, N threads (each with
    its own keep-alive connection) share the sentences, posting one sentence per request and timing each.
    Reported: sentences per second over the whole round, p50/p99 latency, the number of decoding batches
-   (GET /health), the CPU seconds the round cost the clients (this process) and the server (Linux), and
-   the wrong (text differs from translate's) and missing (error, timeout) responses,
-   which must both be 0.
+   and the largest one (GET /health), the CPU seconds the round cost the clients (this process) and the
+   server (Linux), and the wrong (text differs from translate's) and missing (error, timeout) responses,
+   which must both be 0. With --repeats R each round runs R times and the row holds the medians (sentences
+   per second, latencies) and the sums (wrong, missing).
 
 Prints a markdown table and writes everything to --out as JSON. Exits with 1 when any response was wrong
 or missing. Traffic goes to 127.0.0.1 only, and every loop is bounded by --sentences.
@@ -54,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per round")
     parser.add_argument("--beam-size", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="for both translate and the server (default: cpu)")
+    parser.add_argument("--batching", choices=["continuous", "dynamic"], default="continuous", help="of the server")
     parser.add_argument("--max-batch-sentences", type=int, default=32, help="passed to seq2seq.serve")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="passed to seq2seq.serve")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="for translate and serve")
     parser.add_argument("--translate-runs", type=int, default=3, help="timings of translate (the median is used)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each client round (the medians are reported)")
     parser.add_argument("--serve-args", default="", help='more options for seq2seq.serve, e.g. "--threads 1"')
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request before it counts missing")
     parser.add_argument("--out", type=Path, default=Path("serve_benchmark.json"))
@@ -121,6 +124,7 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
     command = [sys.executable, "-m", "seq2seq.serve", args.checkpoint, "--host", HOST, "--port", str(port)]
     command += ["--device", args.device, "--max-batch-sentences", str(args.max_batch_sentences)]
     command += ["--max-wait-ms", str(args.max_wait_ms), "--max-queued-sentences", str(max(args.clients) * 4 + 100)]
+    command += ["--batching", args.batching]
     command += ["--log-level", "warning", "--quantize", args.quantize, *shlex.split(args.serve_args)]
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -205,27 +209,44 @@ def measure_round(
     seconds = time.perf_counter() - begin
     client_cpu = cpu_seconds() - cpu_before[0]
     server_cpu = None if cpu_before[1] is None else cpu_seconds(server_pid) - cpu_before[1]
-    batches = health(port)["batches"] - before["batches"]
+    after = health(port)
+    batches = after["batches"] - before["batches"]
     missing = sum(answer is None for answer in answers)
     wrong = sum(answer is not None and answer != want for answer, want in zip(answers, expected))
     row = {"mode": "serve", "clients": clients, "sentences": len(sentences), "seconds": round(seconds, 2)}
     row |= {"sentences_per_sec": round(len(sentences) / seconds, 1)}
     row |= {"p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
     row |= {"client_cpu_s": round(client_cpu, 1), "server_cpu_s": None if server_cpu is None else round(server_cpu, 1)}
-    return row | {"wrong": wrong, "missing": missing, "batches": batches}
+    return row | {"wrong": wrong, "missing": missing, "batches": batches, "largest_batch": after["largest_batch"]}
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """One row for repeated rounds: medians of the rates, latencies and CPU seconds, sums of the failures."""
+    row = dict(rounds[0])
+    for key in ("seconds", "sentences_per_sec", "p50_ms", "p99_ms", "client_cpu_s", "server_cpu_s", "batches"):
+        values = [r[key] for r in rounds if r[key] is not None]
+        row[key] = round(statistics.median(values), 2) if values else None
+    row["wrong"], row["missing"] = sum(r["wrong"] for r in rounds), sum(r["missing"] for r in rounds)
+    row["largest_batch"] = max(r["largest_batch"] for r in rounds)
+    row["repeats"] = len(rounds)
+    row["all_sentences_per_sec"] = [r["sentences_per_sec"] for r in rounds]
+    return row
 
 
 # ------------------------------------------------------------------------------------------ report
 def markdown(rows: list[dict]) -> str:
-    columns = ["mode", "clients", "sentences", "sentences_per_sec", "p50_ms", "p99_ms", "batches"]
+    columns = ["mode", "clients", "sentences", "sentences_per_sec", "p50_ms", "p99_ms", "batches", "largest_batch"]
     columns += ["client_cpu_s", "server_cpu_s", "wrong", "missing"]
     return markdown_table(columns, [["—" if row.get(c) is None else row[c] for c in columns] for row in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sentences < 1 or min(args.clients) < 1 or args.translate_runs < 1:
-        print("serve_benchmark: --sentences, --translate-runs and every --clients must be >= 1", file=sys.stderr)
+    if args.sentences < 1 or min(args.clients) < 1 or args.translate_runs < 1 or args.repeats < 1:
+        print(
+            "serve_benchmark: --sentences, --translate-runs, --repeats and every --clients must be >= 1",
+            file=sys.stderr,
+        )
         return 2
     try:
         sentences = read_sentences(args.src, args.sentences)
@@ -244,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(args, port, folder / "server.log")
         try:
             Client(port, args.beam_size, args.timeout).translate(sentences[0])  # warm-up
-            rows = [cli_row] + [measure_round(args, port, sentences, expected, n, server.pid) for n in args.clients]
+            rows = [cli_row]
+            for n in args.clients:
+                rounds = [measure_round(args, port, sentences, expected, n, server.pid) for _ in range(args.repeats)]
+                rows.append(median_round(rounds))
         finally:
             server.terminate()
             try:

@@ -55,6 +55,8 @@ def test_variants_and_the_baseline_decode_a_checkpoint_with_a_shortlist(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(out.read_text())
     assert set(summary) == {"greedy-fp32", "greedy-shortlist", "greedy-baseline", "beam5-baseline"}
+    assert summary["greedy-fp32"]["identical"] == summary["greedy-fp32"]["sentences"] == 20  # itself
+    assert 0 <= summary["greedy-shortlist"]["identical"] <= 20 and "identical" not in summary["beam5-baseline"]
     assert all(len(entry["runs"]) == 2 and entry["sentences_per_sec"] > 0 for entry in summary.values())
     assert summary["greedy-shortlist"]["speedup"] > 0
     assert "| greedy-shortlist |" in proc.stdout
