@@ -2,7 +2,7 @@
 
     python benchmarks/serve_benchmark.py --checkpoint PATH/TO/best.pt --src PATH/TO/test_2016_flickr.de[.gz]
         [--sentences 1000] [--clients 1 8 32] [--beam-size 1] [--device cpu]
-        [--batching continuous] [--max-batch-sentences 32] [--max-wait-ms 5] [--quantize int8]
+        [--batching continuous] [--max-batch-sentences 32] [--max-wait-ms MS] [--quantize int8]
         [--serve-args "--threads 1"] [--repeats 1] [--out serve_benchmark.json]
 
 1. `python -m seq2seq.translate` translates the first --sentences non-empty lines of --src (same
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="for both translate and the server (default: cpu)")
     parser.add_argument("--batching", choices=["continuous", "dynamic"], default="continuous", help="of the server")
     parser.add_argument("--max-batch-sentences", type=int, default=32, help="passed to seq2seq.serve")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="passed to seq2seq.serve")
+    parser.add_argument("--max-wait-ms", type=float, help="passed to seq2seq.serve (default: the server's)")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="for translate and serve")
     parser.add_argument("--translate-runs", type=int, default=3, help="timings of translate (the median is used)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each client round (the medians are reported)")
@@ -123,7 +123,9 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "seq2seq.serve", args.checkpoint, "--host", HOST, "--port", str(port)]
     command += ["--device", args.device, "--max-batch-sentences", str(args.max_batch_sentences)]
-    command += ["--max-wait-ms", str(args.max_wait_ms), "--max-queued-sentences", str(max(args.clients) * 4 + 100)]
+    command += ["--max-queued-sentences", str(max(args.clients) * 4 + 100)]
+    if args.max_wait_ms is not None:
+        command += ["--max-wait-ms", str(args.max_wait_ms)]
     command += ["--batching", args.batching]
     command += ["--log-level", "warning", "--quantize", args.quantize, *shlex.split(args.serve_args)]
     with log.open("w") as out:

@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument(
         "--max-wait-ms",
         type=float,
-        default=5.0,
-        help="how long a request waits for company (dynamic batching, and with continuous batching the requests "
-        "that cannot join a running batch: sampling, attention, a shortlist, prefixes, required phrases)",
+        help="how long queued lines wait for company: before they join a running batch as a group (continuous; "
+        "default 20) or before a batch is decoded (dynamic, and with continuous batching the requests that cannot "
+        "join a running batch: sampling, attention, a shortlist, prefixes, required phrases; default 5)",
     )
     batching.add_argument("--decoders", type=int, help="decoding threads, one batch each (default: 2 on a CPU)")
     group = parser.add_argument_group("request limits")
@@ -149,7 +149,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
             return f"--{name.replace('_', '-')} must be positive, not {getattr(args, name)}"
     if args.max_queued_sentences < args.max_lines:
         return f"--max-queued-sentences ({args.max_queued_sentences}) must be at least --max-lines ({args.max_lines})"
-    if not args.max_wait_ms >= 0 or not args.max_alpha >= 0:
+    if not (args.max_wait_ms is None or args.max_wait_ms >= 0) or not args.max_alpha >= 0:
         return "--max-wait-ms and --max-alpha must be >= 0"
     return None
 

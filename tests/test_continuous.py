@@ -174,6 +174,28 @@ def test_a_short_job_joins_a_running_one_and_leaves_first():
     assert stats.largest_batch == 3 and stats.steps == len(log)
 
 
+def test_lines_join_a_running_batch_in_groups_or_after_max_wait():
+    log: list[list[Any]] = []
+    batcher = make_batcher(log, max_batch_sentences=8, max_wait_ms=150)  # groups of 8 // 4 = 2 join at once
+    batcher.start()
+    long = batcher.submit("greedy", ["400"])
+    while not log:
+        time.sleep(0.001)
+    alone = batcher.submit("greedy", ["1"])
+    submitted, joined_at = len(log), None
+    while joined_at is None:
+        joined_at = next((k for k, members in enumerate(log) if "1" in members), None)
+        time.sleep(0.001)
+    assert joined_at - submitted >= 20  # waited ~150 ms (2 ms a step) for company, though there was room
+    assert alone.result(timeout=10) == ["1!"]
+    submitted = len(log)
+    pair = batcher.submit("greedy", ["2", "2"])  # a group: joins at the next step
+    assert pair.result(timeout=10) == ["2!", "2!"]
+    assert next(k for k, members in enumerate(log) if "2" in members) - submitted <= 3
+    assert long.result(timeout=20) == ["400!"]
+    batcher.close()
+
+
 def test_the_batch_never_holds_more_than_max_batch_sentences():
     log: list[list[Any]] = []
     batcher = make_batcher(log, max_batch_sentences=4)

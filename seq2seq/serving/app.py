@@ -57,6 +57,9 @@ log = logging.getLogger("seq2seq.serve")
 
 STATIC = Path(__file__).parent / "static"
 BATCHINGS = ("continuous", "dynamic")  # --batching
+# --max-wait-ms by default: how long queued lines wait for company before they join a running batch (measured
+# best on a 2-core CPU, docs/benchmarks.md#serving), or before a dynamic batch is decoded
+MAX_WAIT_MS = {"continuous": 20.0, "dynamic": 5.0}
 
 
 # ----------------------------------------------------------------------------- limits and settings
@@ -518,7 +521,7 @@ def create_app(
     limits: Limits = Limits(),
     defaults: DecodeSettings | None = None,
     max_batch_sentences: int = 32,
-    max_wait_ms: float = 5.0,
+    max_wait_ms: float | None = None,
     decoders: int = 1,
     batching: str = "continuous",
 ) -> FastAPI:
@@ -526,11 +529,14 @@ def create_app(
 
     `batching`: "continuous" (requests join the running batch between decoder steps, `serving.continuous`;
     a translator without running batches, such as the ONNX backend's, batches whole requests) or "dynamic"
-    (requests that arrive within `max_wait_ms` share one decode, `serving.batcher`)."""
+    (requests that arrive within `max_wait_ms` share one decode, `serving.batcher`). `max_wait_ms` (None: the
+    kind's default, `MAX_WAIT_MS`)."""
     defaults = defaults or DecodeSettings(1, 1, translator.decode.alpha, False)
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, not {batching!r}")
     continuous = batching == "continuous" and hasattr(translator, "running")
+    if max_wait_ms is None:
+        max_wait_ms = MAX_WAIT_MS["continuous" if continuous else "dynamic"]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,7 +6,10 @@ the step they end, the way current LLM servers batch.
 (`seq2seq.decoding.running.RunningTranslation`) of one decode setting (`key`): between two steps it takes
 the queued sentences of that setting, oldest first, while the batch holds fewer than `max_batch_sentences`,
 and a job's future gets its results once its last sentence has ended. So nobody waits for a batch to fill
-or for a long sentence of another request to finish, and under load the batch stays full.
+or for a long sentence of another request to finish, and under load the batch stays full. Queued lines join
+a batch that is decoding in groups (a quarter of `max_batch_sentences`, or whatever has waited `max_wait_ms`):
+they are encoded together, and the encoder, which reads its weights once per source position, costs nearly as
+much for one sentence as for a group (measured: docs/benchmarks.md#serving).
 
 A job whose setting differs from the running batch's is not passed over for long: once it is the oldest
 queued job, the worker admits nothing more, lets its batch run empty, and starts the next batch with that
@@ -79,6 +82,7 @@ class ContinuousBatcher:
         self.runs, self.running, self.decode = runs, running, decode
         self.max_batch_sentences = max_batch_sentences
         self.max_wait = max_wait_ms / 1000.0
+        self.join_at = max(1, max_batch_sentences // 4)  # queued lines that join without waiting for more
         self.max_queued_sentences = max_queued_sentences
         self._pending: list[Job] = []
         self._cond = threading.Condition()
@@ -143,7 +147,7 @@ class ContinuousBatcher:
                         continue
                     else:
                         whole = self._take_whole()
-                if batch is not None:
+                if batch is not None and self._time_to_admit(key, len(batch)):
                     admitted = self._admit(key, self.max_batch_sentences - len(batch))
             if whole:
                 self._decode_whole(whole)
@@ -168,6 +172,25 @@ class ContinuousBatcher:
             self._deliver(ended, owners)
             if not len(batch):
                 batch = None
+
+    def _time_to_admit(self, key: Hashable, running: int) -> bool:
+        """Whether the queued lines of `key` join now: when the batch is empty, when they fill it, when they
+        number `join_at`, or when the oldest has waited `max_wait`. Lines joining together are encoded in one
+        call: the encoder runs over whole sentences, and run for one sentence at a time it would cost about
+        as much as for a group (its weights are read once per source position either way). Called with the
+        lock."""
+        if running == 0:
+            return True
+        waiting, oldest = 0, None
+        for job in self._pending:
+            if job.key != key or not job.running:
+                break
+            waiting += len(job.sentences) - job.admitted
+            oldest = job.arrived if oldest is None else oldest
+        if oldest is None:
+            return False
+        room = self.max_batch_sentences - running
+        return waiting >= min(room, self.join_at) or time.monotonic() - oldest >= self.max_wait
 
     def _admit(self, key: Hashable, room: int) -> list[tuple[Job, int]]:
         """Up to `room` queued sentences of `key`'s running jobs, oldest first; none once an older job of
