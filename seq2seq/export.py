@@ -75,7 +75,7 @@ def export_onnx(checkpoints: list[str], out: Path) -> Path:
             "languages": {"source": config.data.src_lang, "target": config.data.tgt_lang},
             "decode": {
                 key: getattr(config.decode, key)
-                for key in ("beam_size", "alpha", "max_len_a", "max_len_b", "nbest", "batch_size")
+                for key in ("beam_size", "alpha", "max_len_a", "max_len_b", "nbest", "batch_size", "coverage_penalty")
             },
             "max_source_tokens": MAX_SOURCE_TOKENS,
             "exported_from": [str(p) for p in paths],

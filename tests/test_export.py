@@ -89,6 +89,16 @@ def test_the_export_translates_as_pytorch_does(tok, tmp_path, model):
         for g, w in zip(got, want):
             assert [h.score for h in g] == pytest.approx([h.score for h in w], abs=1e-4)
         assert translator.detokenize(got)[-1] == [""]  # an empty line: an empty translation
+    cfg = DecodeConfig(beam_size=4, nbest=2, coverage_penalty=0.3, **SHORT)  # GNMT's coverage penalty too
+    if model["attention"] == "none":
+        with pytest.raises(ValueError, match="needs a model with attention"):
+            translator.translate(SOURCES, beam_size=4, coverage_penalty=0.3)
+        return
+    want = translate_sentences(pytorch, tokenizer, SOURCES, cfg, torch.device("cpu"))
+    got = translator.translate(SOURCES, beam_size=4, nbest=2, coverage_penalty=0.3)
+    assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps] for hyps in want]
+    for g, w in zip(got, want):
+        assert [h.score for h in g] == pytest.approx([h.score for h in w], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -122,8 +122,8 @@ def load_export(args: argparse.Namespace) -> tuple[ExportedTranslator, DecodeCon
     settings overridden by the command line as for a checkpoint (`options.decode_config`).
 
     Raises `ConfigError` naming the options an export cannot honour (sampling, steering, alignments, a
-    shortlist, int8, coverage penalty, target language, a device other than cpu, or cuda where onnxruntime
-    has its CUDA provider) and `ExportError` for a folder that is not a readable export."""
+    shortlist, int8, target language, a device other than cpu, or cuda where onnxruntime has its CUDA
+    provider) and `ExportError` for a folder that is not a readable export."""
     import onnxruntime
 
     from seq2seq.portable.translator import ExportedTranslator
@@ -131,7 +131,6 @@ def load_export(args: argparse.Namespace) -> tuple[ExportedTranslator, DecodeCon
     unsupported = [
         "--" + name.replace("_", "-")
         for name in ("sampling", "constraints", "prefixes", "jsonl", "alignment", "shortlist", "target_lang")
-        + ("coverage_penalty",)
         if getattr(args, name, None)
     ]
     if getattr(args, "quantize", "none") != "none":
@@ -152,5 +151,7 @@ def load_export(args: argparse.Namespace) -> tuple[ExportedTranslator, DecodeCon
     translator = ExportedTranslator(folder, providers=providers)
     given = {f.name: translator.decode[f.name] for f in fields(DecodeConfig) if f.name in translator.decode}
     decode = decode_config(args, DecodeConfig(**given), nbest=getattr(args, "nbest", None))
-    translator.decode.update(max_len_a=decode.max_len_a, max_len_b=decode.max_len_b)
+    translator.decode.update(
+        max_len_a=decode.max_len_a, max_len_b=decode.max_len_b, coverage_penalty=decode.coverage_penalty
+    )
     return translator, decode

@@ -85,26 +85,33 @@ class ExportedTranslator:
         nbest: int | None = None,
         alpha: float | None = None,
         batch_size: int | None = None,
+        coverage_penalty: float | None = None,
     ) -> list[list[Hypothesis]]:
-        """The `nbest` best hypotheses of every line, in input order (defaults: the export's decode settings)."""
+        """The `nbest` best hypotheses of every line, in input order (defaults: the export's decode settings;
+        `coverage_penalty`: GNMT's, beam search with attention only)."""
         k = beam_size or max(self.decode["beam_size"], nbest or 1)  # n-best widens the default beam, as translate
         n = nbest or (1 if beam_size else self.decode["nbest"])
         if n > k:
             raise ValueError(f"nbest ({n}) cannot exceed the beam size ({k})")
         a = self.decode["alpha"] if alpha is None else alpha
         size = batch_size or self.decode["batch_size"]
+        beta = self.decode.get("coverage_penalty", 0.0) if coverage_penalty is None else coverage_penalty
+        if beta > 0 and self.settings["attention"] == "none" and k > 1:
+            raise ValueError("a coverage penalty needs a model with attention (this export has none)")
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in lines]
         todo = [i for i, line in enumerate(lines) if line.strip()]
         ids = self.encode([lines[i] for i in todo])
         order = sorted(range(len(ids)), key=lambda p: len(ids[p]))
         for start in range(0, len(order), size):
             positions = order[start : start + size]
-            found = self._batch([ids[p] for p in positions], k, a, n)
+            found = self._batch([ids[p] for p in positions], k, a, n, beta)
             for p, hyps in zip(positions, found):
                 results[todo[p]] = hyps
         return results
 
-    def _batch(self, sources: list[list[int]], k: int, alpha: float, nbest: int) -> list[list[Hypothesis]]:
+    def _batch(
+        self, sources: list[list[int]], k: int, alpha: float, nbest: int, coverage_penalty: float = 0.0
+    ) -> list[list[Hypothesis]]:
         lengths = np.array([len(s) + 1 for s in sources], dtype=np.int64)  # EOS included
         src = np.full((len(sources), int(lengths.max())), PAD_ID, dtype=np.int64)
         for row, ids in enumerate(sources):
@@ -133,9 +140,13 @@ class ExportedTranslator:
                         state[name] = state[name][kept]
             row_sentence = renumbered.reshape(-1)
 
+        def attention() -> np.ndarray:  # the last step's weights (rows, src_len): an ensemble's mean
+            weights = [state["attention"] for state in states]
+            return weights[0] if len(weights) == 1 else np.mean(np.stack(weights).astype(np.float32), axis=0)
+
         if k == 1:
             return [[h] for h in greedy_search(step, reorder, max_lengths)]
-        return beam_search(step, reorder, max_lengths, k, alpha, nbest)
+        return beam_search(step, reorder, max_lengths, k, alpha, nbest, coverage_penalty, attention, lengths)
 
     def _start(self, member: Member, src: np.ndarray, lengths: np.ndarray, k: int) -> dict[str, np.ndarray]:
         """A member's encoder run: the memory (one row per sentence) and the first decoder state, `k` rows per
@@ -153,8 +164,8 @@ class ExportedTranslator:
     def _step(self, member: Member, state: dict[str, np.ndarray], prev: np.ndarray) -> np.ndarray:
         feeds = {name: value for name, value in state.items() if name in member.decoder_inputs}
         feeds["prev"] = prev.astype(np.int64)
-        log_probs, new_state, new_feed, _ = member.decoder.run(None, feeds)
-        state["state"], state["feed"] = new_state, new_feed
+        log_probs, new_state, new_feed, attention = member.decoder.run(None, feeds)
+        state["state"], state["feed"], state["attention"] = new_state, new_feed, attention
         return log_probs
 
 
