@@ -234,6 +234,16 @@ def test_jobs_that_cannot_run_are_decoded_whole_together():
     assert batcher.whole_calls == [("sampling", ["0", "1", "2"])] and log == []  # type: ignore[attr-defined]
 
 
+def test_cancelled_whole_jobs_leave_the_worker_alive():
+    log: list[list[Any]] = []
+    batcher = make_batcher(log, runs=False, max_wait_ms=0)
+    cancelled = [batcher.submit("sampling", ["1"]) for _ in range(2)]
+    assert all(future.cancel() for future in cancelled)
+    batcher.start()
+    assert batcher.submit("sampling", ["2"]).result(timeout=10) == ["2."]
+    batcher.close()
+
+
 def test_a_failing_step_fails_its_jobs_and_the_worker_goes_on():
     log: list[list[Any]] = []
     batcher = make_batcher(log, fail_on="7")

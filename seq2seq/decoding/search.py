@@ -303,7 +303,7 @@ class RunningBeams:
         self.ages: list[int] = []  # per live sentence: the tokens its hypotheses hold
         self.ended: dict[int, list[Hypothesis]] = {}  # per live sentence: its ended hypotheses
         self.coverage: Tensor | None = None  # (live*beam, src_len) attention received so far (coverage penalty)
-        self.penalty = _CoveragePenalty(coverage_penalty, beam_size) if coverage_penalty > 0 else None
+        self.penalty = _CoveragePenalty(coverage_penalty) if coverage_penalty > 0 else None
         self.added = 0
 
     def __len__(self) -> int:
@@ -405,8 +405,8 @@ class _CoveragePenalty:
 
     FLOOR = 1e-6  # a source word never attended to counts as log(1e-6), not minus infinity
 
-    def __init__(self, beta: float, beam_size: int) -> None:
-        self.beta, self.k = beta, beam_size
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
         self.src_lengths: dict[int, int] = {}  # per live sentence: its source length, EOS included
 
     def add_sentences(self, numbers: range, src_lengths: Tensor | None) -> None:

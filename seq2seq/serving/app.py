@@ -401,6 +401,10 @@ class Translator:
         self.device = next(model.parameters()).device
         self.has_attention = bool(model.has_attention)
 
+    def config(self, settings: DecodeSettings) -> DecodeConfig:
+        """The server's decode config with a request's settings."""
+        return replace(self.decode, **settings.decode_fields())
+
     def attention_problem(self, beam_size: int) -> str | None:
         """Why attention weights cannot be returned at `beam_size` (None: they can)."""
         if not self.has_attention:
@@ -413,7 +417,7 @@ class Translator:
         sentences, prefixes, constraints = self.steering(lines)
         if prefixes is None and constraints is None:
             return
-        cfg = replace(self.decode, **settings.decode_fields())
+        cfg = self.config(settings)
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         ids = encode_sources(self.tokenizer, [sentences[i] for i in todo], MAX_SOURCE_TOKENS, None)
         try:
@@ -435,16 +439,17 @@ class Translator:
         shortlist, prefixes or required phrases, and without attention weights (those need forced decoding)."""
         _, prefixes, constraints = self.steering(lines)
         steered = prefixes is not None or constraints is not None
-        cfg = replace(self.decode, **settings.decode_fields())
+        cfg = self.config(settings)
         return not settings.attention and runs(cfg, self.shortlist is not None, steered)
 
     def running(self, settings: DecodeSettings) -> RunningEntries:
         """A running batch decoding with `settings` (`seq2seq.decoding.running`), giving the API's entries."""
-        cfg = replace(self.decode, **settings.decode_fields())
-        return RunningEntries(RunningTranslation(self.model, self.tokenizer, cfg, self.device, MAX_SOURCE_TOKENS), self)
+        return RunningEntries(
+            RunningTranslation(self.model, self.tokenizer, self.config(settings), self.device, MAX_SOURCE_TOKENS), self
+        )
 
     def __call__(self, settings: DecodeSettings, lines: list[Line] | list[str]) -> list[dict[str, Any]]:
-        cfg = replace(self.decode, **settings.decode_fields())
+        cfg = self.config(settings)
         sentences, prefixes, constraints = self.steering(lines)
         hypotheses = translate_sentences(
             self.model,

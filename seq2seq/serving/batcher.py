@@ -34,7 +34,7 @@ class QueueFull(RuntimeError):
     """More sentences are waiting than `max_queued_sentences`; the caller should come back later."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: two requests with the same lines are two jobs
 class Job:
     key: Hashable  # jobs share a batch only when their keys are equal
     sentences: list[Any]  # the request's lines, as `decode` takes them
@@ -124,7 +124,7 @@ class DynamicBatcher:
 
     def submit(self, key: Hashable, sentences: Sequence[Any]) -> Future:
         """Queue `sentences` for decoding with settings `key`; the future gets one result per sentence."""
-        job = Job(key, list(sentences))
+        job = self._new_job(key, list(sentences))
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
@@ -135,6 +135,9 @@ class DynamicBatcher:
             self._stats.queued_sentences += len(job.sentences)
             self._cond.notify_all()
         return job.future
+
+    def _new_job(self, key: Hashable, sentences: list[Any]) -> Job:
+        return Job(key, sentences)
 
     # ------------------------------------------------------------------ the worker
     def _run(self) -> None:
@@ -150,15 +153,25 @@ class DynamicBatcher:
                         return None
                     self._cond.wait()
                     continue
-                group, full = select_jobs(self._pending, self.max_batch_sentences)
-                remaining = self._pending[0].arrived + self.max_wait - time.monotonic()
-                if full or remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
-            for job in group:
-                self._pending.remove(job)
-            self._stats.queued_sentences -= sum(len(job.sentences) for job in group)
-        return [job for job in group if job.future.set_running_or_notify_cancel()]  # skip cancelled jobs
+                group, wait = self._wait_for_company(self._pending)
+                if wait <= 0:
+                    return self._take(group)
+                self._cond.wait(wait)
+
+    def _wait_for_company(self, jobs: list[Job]) -> tuple[list[Job], float]:
+        """The next batch among the queued `jobs` (`select_jobs`), and the seconds its oldest job still waits
+        for company: until it has waited `max_wait` or the batch is full (0 or less: go). Called with the lock."""
+        group, full = select_jobs(jobs, self.max_batch_sentences)
+        if full or self._closed:
+            return group, 0.0
+        return group, jobs[0].arrived + self.max_wait - time.monotonic()
+
+    def _take(self, group: list[Job]) -> list[Job]:
+        """`group` off the queue; the jobs of it not cancelled meanwhile. Called with the lock."""
+        for job in group:
+            self._pending.remove(job)
+        self._stats.queued_sentences -= sum(len(job.sentences) for job in group)
+        return [job for job in group if job.future.set_running_or_notify_cancel()]
 
     def _decode_group(self, jobs: list[Job]) -> None:
         if not jobs:

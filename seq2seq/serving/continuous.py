@@ -15,21 +15,20 @@ A job whose setting differs from the running batch's is not passed over for long
 queued job, the worker admits nothing more, lets its batch run empty, and starts the next batch with that
 job's setting. Jobs that cannot join a running batch (`Translator.running` says None: sampling, attention
 weights, a shortlist, forced prefixes or required phrases, or a backend without running batches) are
-decoded as in dynamic batching, whole, together with the later such jobs of the same setting that arrive
-within `max_wait_ms` (`batcher.select_jobs`).
+decoded as in dynamic batching (`batcher.DynamicBatcher`, which this extends), whole, together with the
+later such jobs of the same setting that arrive within `max_wait_ms`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from seq2seq.serving.batcher import BatchStats, QueueFull, select_jobs
+from seq2seq.serving import batcher
+from seq2seq.serving.batcher import DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,9 @@ class RunningBatch(Protocol):
     def advance(self) -> list[tuple[Hashable, Any]]: ...
 
 
-@dataclass(eq=False)  # compared and hashed by identity
-class Job:
-    key: Hashable
-    sentences: list[Any]
-    running: bool  # whether its sentences can join a running batch
-    future: Future = field(default_factory=Future)
-    arrived: float = field(default_factory=time.monotonic)
+@dataclass(eq=False)
+class Job(batcher.Job):
+    running: bool = True  # whether its sentences can join a running batch
     admitted: int = 0  # sentences handed to a running batch so far
     results: list[Any] = field(default_factory=list)
     left: int = 0  # sentences not yet ended
@@ -60,12 +55,15 @@ class Job:
         self.left = len(self.sentences)
 
 
-class ContinuousBatcher:
-    """Decodes jobs in `workers` threads, each with a running batch that jobs join between steps.
+class ContinuousBatcher(DynamicBatcher):
+    """Decodes jobs in `workers` threads, each with a running batch that jobs join between steps; the jobs
+    that cannot join one are batched whole, as `DynamicBatcher` batches every job.
 
     `runs(key, sentences)` says whether a job's sentences can join a running batch, `running(key)` starts one
     for `key`, and `decode(key, sentences)` decodes whole jobs (the others), one result per sentence.
     """
+
+    _pending: list[Job]  # every queued job is this module's `Job` (`_new_job`)
 
     def __init__(
         self,
@@ -77,52 +75,12 @@ class ContinuousBatcher:
         max_queued_sentences: int = 1000,
         workers: int = 1,
     ) -> None:
-        if max_batch_sentences < 1 or max_wait_ms < 0 or max_queued_sentences < 1 or workers < 1:
-            raise ValueError("max_batch_sentences, max_queued_sentences and workers must be >= 1, max_wait_ms >= 0")
-        self.runs, self.running, self.decode = runs, running, decode
-        self.max_batch_sentences = max_batch_sentences
-        self.max_wait = max_wait_ms / 1000.0
+        super().__init__(decode, max_batch_sentences, max_wait_ms, max_queued_sentences, workers)
+        self.runs, self.running = runs, running
         self.join_at = max(1, max_batch_sentences // 4)  # queued lines that join without waiting for more
-        self.max_queued_sentences = max_queued_sentences
-        self._pending: list[Job] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._stats = BatchStats()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"seq2seq-decoder-{i}", daemon=True) for i in range(workers)
-        ]
 
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Decode what is queued, then stop the workers."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join(timeout)
-
-    def stats(self) -> BatchStats:
-        with self._cond:
-            return BatchStats(**self._stats.to_dict())
-
-    def submit(self, key: Hashable, sentences: Sequence[Any]) -> Future:
-        """Queue `sentences` for decoding with settings `key`; the future gets one result per sentence."""
-        sentences = list(sentences)
-        job = Job(key, sentences, self.runs(key, sentences))
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the batcher is closed")
-            queued = self._stats.queued_sentences
-            if queued and queued + len(sentences) > self.max_queued_sentences:
-                raise QueueFull(f"{queued} sentences are waiting (at most {self.max_queued_sentences})")
-            self._pending.append(job)
-            self._stats.queued_sentences += len(sentences)
-            self._cond.notify_all()
-        return job.future
+    def _new_job(self, key: Hashable, sentences: list[Any]) -> Job:
+        return Job(key, sentences, running=self.runs(key, sentences))
 
     # ------------------------------------------------------------------ the worker
     def _run(self) -> None:
@@ -131,7 +89,7 @@ class ContinuousBatcher:
         owners: dict[Hashable, tuple[Job, int]] = {}  # tag -> (job, sentence index) of the sentences in it
         tags = 0
         while True:
-            whole: list[Job] = []
+            whole: list[batcher.Job] | None = None  # jobs decoded whole (possibly none: all cancelled)
             admitted: list[tuple[Job, int]] = []
             with self._cond:
                 while batch is None and not self._pending:
@@ -142,15 +100,16 @@ class ContinuousBatcher:
                     first = self._pending[0]
                     if first.running:
                         key, batch = first.key, self.running(first.key)
-                    elif (wait := self._wait_for_company()) > 0:
-                        self._cond.wait(wait)
-                        continue
                     else:
-                        whole = self._take_whole()
+                        group, wait = self._wait_for_company([job for job in self._pending if not job.running])
+                        if wait > 0:
+                            self._cond.wait(wait)
+                            continue
+                        whole = self._take(group)
                 if batch is not None and self._time_to_admit(key, len(batch)):
                     admitted = self._admit(key, self.max_batch_sentences - len(batch))
-            if whole:
-                self._decode_whole(whole)
+            if whole is not None:
+                self._decode_group(whole)
                 continue
             assert batch is not None
             if admitted:
@@ -214,40 +173,6 @@ class ContinuousBatcher:
             self._stats.batches += 1
         return admitted
 
-    def _wait_for_company(self) -> float:
-        """Seconds the oldest job, decoded whole, still waits for others of its setting (as in dynamic batching:
-        until it has waited `max_wait` or a batch is full); 0: go. Called with the lock."""
-        if self._closed:
-            return 0.0
-        _, full = select_jobs([job for job in self._pending if not job.running], self.max_batch_sentences)
-        return 0.0 if full else self._pending[0].arrived + self.max_wait - time.monotonic()
-
-    def _take_whole(self) -> list[Job]:
-        """The oldest job and the later whole-decoded ones of its key that fit one batch. Called with the lock."""
-        group, _ = select_jobs([job for job in self._pending if not job.running], self.max_batch_sentences)
-        for job in group:
-            self._pending.remove(job)
-            self._stats.queued_sentences -= len(job.sentences)
-        return [job for job in group if job.future.set_running_or_notify_cancel()]
-
-    def _decode_whole(self, jobs: list[Job]) -> None:
-        sentences = [s for job in jobs for s in job.sentences]
-        try:
-            results = list(self.decode(jobs[0].key, sentences))
-            if len(results) != len(sentences):
-                raise RuntimeError(f"decode returned {len(results)} results for {len(sentences)} sentences")
-        except Exception as exc:
-            self._fail(exc, set(jobs))
-            return
-        with self._cond:
-            self._count(jobs, len(sentences))
-            self._stats.batches += 1
-            self._stats.largest_batch = max(self._stats.largest_batch, len(sentences))
-        start = 0
-        for job in jobs:
-            job.future.set_result(results[start : start + len(job.sentences)])
-            start += len(job.sentences)
-
     def _deliver(self, ended: list[tuple[Hashable, Any]], owners: dict[Hashable, tuple[Job, int]]) -> None:
         """Hand each ended sentence to its job; a job whose sentences have all ended gets its results."""
         finished = []
@@ -260,13 +185,10 @@ class ContinuousBatcher:
         with self._cond:
             self._stats.steps += 1
             self._stats.largest_batch = max(self._stats.largest_batch, len(owners) + len(ended))
-            self._count(finished, sum(len(job.sentences) for job in finished))
+            self._stats.requests += len(finished)
+            self._stats.sentences += sum(len(job.sentences) for job in finished)
         for job in finished:
             job.future.set_result(job.results)
-
-    def _count(self, jobs: list[Job], sentences: int) -> None:
-        self._stats.requests += len(jobs)
-        self._stats.sentences += sentences
 
     def _fail(self, exc: Exception, jobs: set[Job]) -> None:
         log.exception("decoding failed", exc_info=exc)
