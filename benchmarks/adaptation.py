@@ -10,6 +10,8 @@ back-translation: Multi30k's training set is split into halves A and B; B's Engl
 monolingual text. A reverse en->de model trained on A translates it (beam 5, and by sampling), and de->en
 models train on A alone, on A + the beam back-translations, on A + the sampled ones, on A + the sampled ones
 tagged <BT> (`data.corpora[].tag`), and on A + the real B (the upper bound), each for the same --steps.
+--samples N samples B's English N times (seeds 1 to N) and adds a run on all N; --real-weight W adds runs
+with A upsampled W times (`data.weight`) beside one sample, and beside all N.
 
 fine-tuning: the "A only" de->en model of back-translation, fine-tuned on B (`train.init_from`) for --steps,
 against a model trained from scratch on B for the same --steps.
@@ -141,12 +143,14 @@ def summary(name: str, what: str, results: dict[str, Any], command: str) -> dict
 
 def back_translation(runner: Runner) -> None:
     a, b = halves(Path(runner.args.data_dir), runner.work)
-    work, steps = runner.work, runner.args.steps
+    work, steps, samples, weight = runner.work, runner.args.steps, runner.args.samples, runner.args.real_weight
     runner.train("reverse_A", "en->de on A (translates B's English)", runner.data(a, "en", "de"), steps)
     mono = work / "mono" / "B.en"
-    synthetic = {"beam": ["--beam-size", "5"], "sampling": ["--sampling", "--seed", "1", *runner.args.sampling.split()]}
-    for kind, options in synthetic.items():
-        folder = work / f"bt_{kind}"
+    sampled = [work / ("bt_sampling" if seed == 1 else f"bt_sampling_seed{seed}") for seed in range(1, samples + 1)]
+    synthetic = {work / "bt_beam": ["--beam-size", "5"]}
+    for seed, folder in enumerate(sampled, start=1):
+        synthetic[folder] = ["--sampling", "--seed", str(seed), *runner.args.sampling.split()]
+    for folder, options in synthetic.items():
         runner.translate("reverse_A", mono, folder / "train.de", options)
         if not (folder / "train.en").is_file():
             write(folder / "train.en", read(mono))
@@ -161,6 +165,28 @@ def back_translation(runner: Runner) -> None:
         [*runner.data(a), corpus(work / "bt_sampling", tag="<BT>")],
         steps,
     )
+    if samples > 1:
+        runner.train(
+            f"A+BT_sampling_x{samples}",
+            f"A + B back-translated by sampling {samples} times (seeds 1 to {samples})",
+            [*runner.data(a), corpora(sampled)],
+            steps,
+        )
+    if weight != 1:
+        real = [*runner.data(a), f"data.weight={weight:g}"]
+        runner.train(
+            f"A_x{weight:g}+BT_sampling",
+            f"A upsampled {weight:g} times + B back-translated by sampling",
+            [*real, corpus(sampled[0])],
+            steps,
+        )
+        if samples > 1:
+            runner.train(
+                f"A_x{weight:g}+BT_sampling_x{samples}",
+                f"A upsampled {weight:g} times + B back-translated by sampling {samples} times",
+                [*real, corpora(sampled)],
+                steps,
+            )
     runner.train("A+B", "A + the real B (upper bound)", [*runner.data(a), corpus(b)], steps)
 
 
@@ -197,6 +223,11 @@ def corpus(folder: Path, tag: str | None = None) -> str:
     return f"data.corpora=[{{{entry}}}]"
 
 
+def corpora(folders: Sequence[Path]) -> str:
+    """The `data.corpora` override of several more training corpora, one a folder."""
+    return "data.corpora=[" + ", ".join(f"{{dir: {folder}}}" for folder in folders) + "]"
+
+
 STUDIES = {"back-translation": back_translation, "fine-tuning": fine_tuning, "multilingual": multilingual}
 
 
@@ -214,6 +245,20 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="back-translation: more options of the sampled back-translations, e.g. '--top-k 10' (default: none, "
         "unrestricted sampling as in Edunov et al. 2018)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="back-translation: sampled back-translations of each monolingual sentence, one a seed; above 1, one "
+        "more run trains on all of them (default 1)",
+    )
+    parser.add_argument(
+        "--real-weight",
+        type=float,
+        default=1.0,
+        help="back-translation: other than 1, more runs with the real pairs upsampled this many times "
+        "(data.weight) beside the sampled back-translations (default 1)",
     )
     parser.add_argument("--out", help="also write the rows as JSON here")
     parser.add_argument("override", nargs="*", help="more overrides for every training run (KEY=VALUE)")

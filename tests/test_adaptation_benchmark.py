@@ -53,3 +53,20 @@ def test_the_back_translation_study_trains_every_variant_and_reports_them(tmp_pa
     tagged = json.loads((work / "runs" / "A+BT_sampling_tagged" / "results.json").read_text())["train"]["corpora"]
     assert tagged[1]["tags"] == ["<BT>"] and tagged[0]["pairs"] == 100
     assert "| A+B | A + the real B (upper bound) | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_several_samples_and_upsampled_real_pairs_add_their_runs(tmp_path):
+    data, out, work = fake_multi30k(tmp_path / "m30k", 40), tmp_path / "bt.json", tmp_path / "work"
+    argv = ["back-translation", "--data-dir", str(data), "--work-dir", str(work), "--steps", "1"]
+    options = ["--samples", "2", "--real-weight", "2", "--sampling", "--top-k 5"]
+    assert load_script("adaptation").main([*argv, *options, "--experiment", "gru", "--out", str(out), *TINY]) == 0
+    rows = {r["run"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"A+BT_sampling_x2", "A_x2+BT_sampling", "A_x2+BT_sampling_x2"} <= set(rows)
+    names = rows["A+BT_sampling_x2"]["corpora"]
+    assert len(names) == 3 and names[0].endswith(": 20")  # the real A; a sampled pair may fail the length filter
+    assert names[1].startswith("bt_sampling/") and names[2].startswith("bt_sampling_seed2/")
+    first, second = ((work / f / "train.de").read_text() for f in ("bt_sampling", "bt_sampling_seed2"))
+    assert first != second  # two seeds, two samples of B's English
+    upsampled = json.loads((work / "runs" / "A_x2+BT_sampling_x2" / "results.json").read_text())["train"]
+    assert upsampled["corpora"][0]["weight"] == 2 and len(upsampled["corpora"]) == 3
