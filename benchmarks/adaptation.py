@@ -11,7 +11,8 @@ monolingual text. A reverse en->de model trained on A translates it (beam 5, and
 models train on A alone, on A + the beam back-translations, on A + the sampled ones, on A + the sampled ones
 tagged <BT> (`data.corpora[].tag`), and on A + the real B (the upper bound), each for the same --steps.
 --samples N samples B's English N times (seeds 1 to N) and adds a run on all N; --real-weight W adds runs
-with A upsampled W times (`data.weight`) beside one sample, and beside all N.
+with A upsampled W times (`data.weight`) beside one sample, and beside all N; --reverse-steps trains the
+reverse model longer (or shorter) than the de->en ones.
 
 fine-tuning: the "A only" de->en model of back-translation, fine-tuned on B (`train.init_from`) for --steps,
 against a model trained from scratch on B for the same --steps.
@@ -144,7 +145,8 @@ def summary(name: str, what: str, results: dict[str, Any], command: str) -> dict
 def back_translation(runner: Runner) -> None:
     a, b = halves(Path(runner.args.data_dir), runner.work)
     work, steps, samples, weight = runner.work, runner.args.steps, runner.args.samples, runner.args.real_weight
-    runner.train("reverse_A", "en->de on A (translates B's English)", runner.data(a, "en", "de"), steps)
+    reverse_steps = runner.args.reverse_steps or steps
+    runner.train("reverse_A", "en->de on A (translates B's English)", runner.data(a, "en", "de"), reverse_steps)
     mono = work / "mono" / "B.en"
     sampled = [work / ("bt_sampling" if seed == 1 else f"bt_sampling_seed{seed}") for seed in range(1, samples + 1)]
     synthetic = {work / "bt_beam": ["--beam-size", "5"]}
@@ -239,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="multi30k_gru_cpu")
     parser.add_argument("--steps", type=int, default=1000, help="updates per model (default 1000)")
     parser.add_argument("--parent-steps", type=int, help="fine-tuning: updates of the A model (default --steps)")
+    parser.add_argument(
+        "--reverse-steps", type=int, help="back-translation: updates of the reverse model (default --steps)"
+    )
     parser.add_argument("--minutes", type=float, help="a time budget per --steps instead of the update count")
     parser.add_argument(
         "--sampling",

@@ -56,13 +56,14 @@ def test_the_back_translation_study_trains_every_variant_and_reports_them(tmp_pa
 
 
 @pytest.mark.slow
-def test_several_samples_and_upsampled_real_pairs_add_their_runs(tmp_path):
+def test_more_samples_upsampled_real_pairs_and_a_longer_reverse_model(tmp_path):
     data, out, work = fake_multi30k(tmp_path / "m30k", 40), tmp_path / "bt.json", tmp_path / "work"
     argv = ["back-translation", "--data-dir", str(data), "--work-dir", str(work), "--steps", "1"]
-    options = ["--samples", "2", "--real-weight", "2", "--sampling", "--top-k 5"]
+    options = ["--samples", "2", "--real-weight", "2", "--sampling", "--top-k 5", "--reverse-steps", "2"]
     assert load_script("adaptation").main([*argv, *options, "--experiment", "gru", "--out", str(out), *TINY]) == 0
     rows = {r["run"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"A+BT_sampling_x2", "A_x2+BT_sampling", "A_x2+BT_sampling_x2"} <= set(rows)
+    assert rows["reverse_A"]["steps"] == 2 and {r["steps"] for n, r in rows.items() if n != "reverse_A"} == {1}
     names = rows["A+BT_sampling_x2"]["corpora"]
     assert len(names) == 3 and names[0].endswith(": 20")  # the real A; a sampled pair may fail the length filter
     assert names[1].startswith("bt_sampling/") and names[2].startswith("bt_sampling_seed2/")
