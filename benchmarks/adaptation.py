@@ -158,20 +158,18 @@ def back_translation(runner: Runner) -> None:
             write(folder / "train.en", read(mono))
     runner.train("A", "A only", runner.data(a), steps)
     runner.train("A+BT_beam", "A + B back-translated by beam 5", [*runner.data(a), corpus(work / "bt_beam")], steps)
-    runner.train(
-        "A+BT_sampling", "A + B back-translated by sampling", [*runner.data(a), corpus(work / "bt_sampling")], steps
-    )
+    runner.train("A+BT_sampling", "A + B back-translated by sampling", [*runner.data(a), corpus(sampled[0])], steps)
     runner.train(
         "A+BT_sampling_tagged",
         "A + B back-translated by sampling, tagged <BT>",
-        [*runner.data(a), corpus(work / "bt_sampling", tag="<BT>")],
+        [*runner.data(a), corpus(sampled[0], tag="<BT>")],
         steps,
     )
     if samples > 1:
         runner.train(
             f"A+BT_sampling_x{samples}",
             f"A + B back-translated by sampling {samples} times (seeds 1 to {samples})",
-            [*runner.data(a), corpora(sampled)],
+            [*runner.data(a), corpus(*sampled)],
             steps,
         )
     if weight != 1:
@@ -186,7 +184,7 @@ def back_translation(runner: Runner) -> None:
             runner.train(
                 f"A_x{weight:g}+BT_sampling_x{samples}",
                 f"A upsampled {weight:g} times + B back-translated by sampling {samples} times",
-                [*real, corpora(sampled)],
+                [*real, corpus(*sampled)],
                 steps,
             )
     runner.train("A+B", "A + the real B (upper bound)", [*runner.data(a), corpus(b)], steps)
@@ -219,15 +217,10 @@ def multilingual(runner: Runner) -> None:
     runner.train("en-de+fr", "one en->{de, fr} model", [*runner.data(folder, "en", "de"), *tags], 2 * steps)
 
 
-def corpus(folder: Path, tag: str | None = None) -> str:
-    """The `data.corpora` override of one more training corpus in `folder` (train.de / train.en)."""
-    entry = f"dir: {folder}" + (f', tag: "{tag}"' if tag else "")
-    return f"data.corpora=[{{{entry}}}]"
-
-
-def corpora(folders: Sequence[Path]) -> str:
-    """The `data.corpora` override of several more training corpora, one a folder."""
-    return "data.corpora=[" + ", ".join(f"{{dir: {folder}}}" for folder in folders) + "]"
+def corpus(*folders: Path, tag: str | None = None) -> str:
+    """The `data.corpora` override of more training corpora, one a folder (train.de / train.en)."""
+    entries = ("{" + f"dir: {folder}" + (f', tag: "{tag}"' if tag else "") + "}" for folder in folders)
+    return "data.corpora=[" + ", ".join(entries) + "]"
 
 
 STUDIES = {"back-translation": back_translation, "fine-tuning": fine_tuning, "multilingual": multilingual}
