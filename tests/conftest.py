@@ -71,8 +71,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(f"{left_out} {tests} of benchmarks/ (marker bench) left out: --bench runs them")
 
 
-def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[str]:
-    """Hydra overrides for a seconds-long run."""
+def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3, insight: bool = False) -> list[str]:
+    """Hydra overrides for a seconds-long run; without the insight probe unless `insight` (its figures would take
+    most of a tiny run's validations)."""
     from .tiny_models import CORPUS  # here, not at the top: tiny_models imports this module
 
     return [
@@ -96,6 +97,7 @@ def tiny_overrides(cache_dir: Path, pairs: int = 300, steps: int = 3) -> list[st
         "train.test_beam_size=2",
         "train.device=cpu",
         "train.precision=fp32",  # a recipe may ask for bf16: emulated on CPUs without it, and slow
+        f"train.insight={str(insight).lower()}",
     ]
 
 

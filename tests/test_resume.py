@@ -17,9 +17,9 @@ pytestmark = pytest.mark.slow  # trains in a subprocess (or under torchrun, or s
 STEPS = 12
 
 
-def overrides(run_dir, cache):
+def overrides(run_dir, cache, insight=False):
     return [
-        *tiny_overrides(cache, pairs=600, steps=STEPS),
+        *tiny_overrides(cache, pairs=600, steps=STEPS, insight=insight),
         "train.validate_every=4",  # validations in both halves: the plateau scheduler's state matters
         "train.lr_patience=0",
         "train.teacher_forcing_ratio=0.5",  # the teacher-forcing generator's state matters
@@ -56,16 +56,17 @@ def weights(run_dir):
 
 def test_sigterm_then_resume_gives_bitwise_identical_parameters(tmp_path, spm_cache):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    done = cli("train", *overrides(straight, spm_cache))
+    # the insight probe runs at each validation: it must not disturb what resume restores
+    done = cli("train", *overrides(straight, spm_cache, insight=True))
     assert done.returncode == 0, done.stderr[-2000:]
 
-    code, log = interrupt(overrides(interrupted, spm_cache), STEPS // 2, signal.SIGTERM)
+    code, log = interrupt(overrides(interrupted, spm_cache, insight=True), STEPS // 2, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, log[-2000:]
     assert "SIGTERM: stopped at step" in log and "train.resume=auto" in log
     stopped = weights(interrupted)
     assert STEPS // 2 <= stopped["step"] < STEPS
 
-    resumed = cli("train", *overrides(interrupted, spm_cache), "train.resume=auto")
+    resumed = cli("train", *overrides(interrupted, spm_cache, insight=True), "train.resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at step" in resumed.stdout + resumed.stderr
     assert "encoded pairs from the cache" in resumed.stdout + resumed.stderr  # exact with the cached arrays too

@@ -45,7 +45,7 @@ def get_json(port: int, path: str, **params: str):
 
 def test_tensorboard_serves_the_training_and_insight_tags(tmp_path, spm_cache):
     run_dir = tmp_path / "run"
-    overrides = [o for o in tiny_overrides(spm_cache) if not o.startswith("data.dir=")]
+    overrides = [o for o in tiny_overrides(spm_cache, insight=True) if not o.startswith("data.dir=")]
     data = write_corpus(tmp_path / "data", train=300, val=8, test=8)  # a quick test scoring
     proc = cli("train", *overrides, f"data.dir={data}", "train.insight_sentences=2", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
